@@ -1,0 +1,3 @@
+from detopt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,599 @@
+"""numba kernels of the NMS family (CPU path).
+
+All kernels take boxes sorted or unsorted as documented, in float32 or float64, and compute in
+that dtype so the vectorized torch path (``_torch_paths``) gives the same numbers: every
+expression here has a twin there with the same operations in the same order.
+
+Spatial pruning: a uniform grid whose cell size is the mean box size. A box is registered in
+every cell its extent covers; two boxes with a positive intersection share a cell (cell indices
+are monotone in the coordinate), so a query only visits boxes that can overlap. Cost grows with
+local overlap, not with N². Zero-area boxes are never registered: their IoU with anything is 0.
+
+A note on literals: ``x if c else 0`` would unify float32 with int64 into float64 in numba and
+change the arithmetic, so zeros of the coordinate dtype are written ``x - x``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+
+
+# --------------------------------------------------------------------------- pair measures
+@nb.njit(**_JIT, inline="always")
+def _pos(x):
+    return x if x > 0 else x - x
+
+
+@nb.njit(**_JIT, inline="always")
+def _iou_pair(x1, y1, x2, y2, area, i, j):
+    """IoU of boxes i and j in the coordinate dtype (0 when they do not intersect)."""
+    iw = min(x2[i], x2[j]) - max(x1[i], x1[j])
+    ih = min(y2[i], y2[j]) - max(y1[i], y1[j])
+    if iw > 0 and ih > 0:
+        inter = iw * ih
+        union = area[i] + area[j] - inter
+        if union > 0:
+            return inter / union
+    return iw - iw
+
+
+@nb.njit(**_JIT, inline="always")
+def _diou_penalty(x1, y1, x2, y2, cx, cy, i, j, beta):
+    """``(d² / c²) ** beta`` for boxes i and j (0 when the enclosing diagonal is 0)."""
+    ew = _pos(max(x2[i], x2[j]) - min(x1[i], x1[j]))
+    eh = _pos(max(y2[i], y2[j]) - min(y1[i], y1[j]))
+    c2 = ew * ew + eh * eh
+    dx = cx[i] - cx[j]
+    dy = cy[i] - cy[j]
+    d2 = dx * dx + dy * dy
+    pen = d2 / c2 if c2 > 0 else d2 - d2
+    if beta != 1:
+        pen = pen**beta
+    return pen
+
+
+@nb.njit(**_JIT)
+def _areas(x1, y1, x2, y2):
+    n = x1.shape[0]
+    area = np.empty(n, x1.dtype)
+    for i in range(n):
+        area[i] = _pos(x2[i] - x1[i]) * _pos(y2[i] - y1[i])
+    return area
+
+
+@nb.njit(**_JIT)
+def _centers(x1, y1, x2, y2):
+    n = x1.shape[0]
+    cx = np.empty(n, x1.dtype)
+    cy = np.empty(n, x1.dtype)
+    for i in range(n):
+        cx[i] = (x1[i] + x2[i]) * 0.5  # exact: halving is exact in the storage dtype
+        cy[i] = (y1[i] + y2[i]) * 0.5
+    return cx, cy
+
+
+# --------------------------------------------------------------------------- static grid
+@nb.njit(**_JIT)
+def _grid_geometry(x1, y1, x2, y2, area, members):
+    """Cell geometry for the boxes ``members`` (indices). Returns (ox, oy, sx, sy, gx, gy)."""
+    minx = np.inf
+    miny = np.inf
+    maxx = -np.inf
+    maxy = -np.inf
+    sw = 0.0
+    sh = 0.0
+    cnt = 0
+    for m in range(members.shape[0]):
+        i = members[m]
+        if area[i] <= 0:
+            continue
+        minx = min(minx, float(x1[i]))
+        miny = min(miny, float(y1[i]))
+        maxx = max(maxx, float(x2[i]))
+        maxy = max(maxy, float(y2[i]))
+        sw += float(x2[i]) - float(x1[i])
+        sh += float(y2[i]) - float(y1[i])
+        cnt += 1
+    if cnt == 0:
+        return 0.0, 0.0, 0.0, 0.0, 1, 1
+    gmax = max(1, int(math.sqrt(2.0 * cnt)))
+    width = maxx - minx
+    height = maxy - miny
+    gx = min(gmax, max(1, int(width / (sw / cnt)))) if width > 0 else 1
+    gy = min(gmax, max(1, int(height / (sh / cnt)))) if height > 0 else 1
+    sx = gx / width if width > 0 else 0.0
+    sy = gy / height if height > 0 else 0.0
+    return minx, miny, sx, sy, gx, gy
+
+
+@nb.njit(**_JIT, inline="always")
+def _cell(v, o, s, g):
+    c = int((float(v) - o) * s)
+    if c < 0:
+        return 0
+    if c >= g:
+        return g - 1
+    return c
+
+
+@nb.njit(**_JIT)
+def _grid_build(x1, y1, x2, y2, area, members, ox, oy, sx, sy, gx, gy):
+    """CSR grid: ``items[start[c]:start[c+1]]`` are the members registered in cell c, in the
+    order of ``members``."""
+    ncell = gx * gy
+    count = np.zeros(ncell + 1, np.int64)
+    for m in range(members.shape[0]):
+        i = members[m]
+        if area[i] <= 0:
+            continue
+        cx0 = _cell(x1[i], ox, sx, gx)
+        cx1 = _cell(x2[i], ox, sx, gx)
+        cy0 = _cell(y1[i], oy, sy, gy)
+        cy1 = _cell(y2[i], oy, sy, gy)
+        for cy in range(cy0, cy1 + 1):
+            for cx in range(cx0, cx1 + 1):
+                count[cy * gx + cx + 1] += 1
+    for c in range(ncell):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    items = np.empty(count[ncell], np.int64)
+    for m in range(members.shape[0]):
+        i = members[m]
+        if area[i] <= 0:
+            continue
+        cx0 = _cell(x1[i], ox, sx, gx)
+        cx1 = _cell(x2[i], ox, sx, gx)
+        cy0 = _cell(y1[i], oy, sy, gy)
+        cy1 = _cell(y2[i], oy, sy, gy)
+        for cy in range(cy0, cy1 + 1):
+            for cx in range(cx0, cx1 + 1):
+                c = cy * gx + cx
+                items[fill[c]] = i
+                fill[c] += 1
+    return count, items
+
+
+@nb.njit(**_JIT)
+def _score_order(scores):
+    """Indices sorting ``scores`` by decreasing value, ties by lower index (stable)."""
+    return np.argsort(-scores, kind="mergesort")
+
+
+@nb.njit(**_JIT)
+def _label_groups(labels, order):
+    """Split ``order`` (score-sorted indices) into per-label groups keeping score order.
+
+    Returns (grouped, bounds): ``grouped[bounds[g]:bounds[g+1]]`` is group g.
+    """
+    n = order.shape[0]
+    lab = np.empty(n, np.int64)
+    for r in range(n):
+        lab[r] = labels[order[r]]
+    by_label = np.argsort(lab, kind="mergesort")
+    grouped = np.empty(n, np.int64)
+    bounds_list = [0]
+    for k in range(n):
+        grouped[k] = order[by_label[k]]
+        if k > 0 and lab[by_label[k]] != lab[by_label[k - 1]]:
+            bounds_list.append(k)
+    bounds_list.append(n)
+    bounds = np.empty(len(bounds_list), np.int64)
+    for k in range(len(bounds_list)):
+        bounds[k] = bounds_list[k]
+    return grouped, bounds
+
+
+# --------------------------------------------------------------------------- greedy NMS
+@nb.njit(**_JIT)
+def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
+    """Greedy NMS over ``members`` (indices sorted by decreasing score).
+
+    Suppress j (later) when crit(i, j) > thr for a kept i, crit = IoU or IoU - (d²/c²)^β.
+    Marks ``suppressed`` in place.
+    """
+    n = members.shape[0]
+    if n == 0:
+        return
+    if thr < 0:
+        # Pairs that do not intersect can exceed a negative threshold: compare with every
+        # kept box (O(N·K)), no spatial pruning.
+        kept = np.empty(n, np.int64)
+        nk = 0
+        for m in range(n):
+            j = members[m]
+            for k in range(nk):
+                i = kept[k]
+                v = _iou_pair(x1, y1, x2, y2, area, i, j)
+                if diou:
+                    v = v - _diou_penalty(x1, y1, x2, y2, cx, cy, i, j, beta)
+                if v > thr:
+                    suppressed[j] = True
+                    break
+            if not suppressed[j]:
+                kept[nk] = j
+                nk += 1
+        return
+    local = np.arange(n)
+    # grid is built over local positions 0..n-1 (arrays gathered in score order)
+    gx1 = np.empty(n, x1.dtype)
+    gy1 = np.empty(n, x1.dtype)
+    gx2 = np.empty(n, x1.dtype)
+    gy2 = np.empty(n, x1.dtype)
+    ga = np.empty(n, x1.dtype)
+    gcx = np.empty(n, x1.dtype)
+    gcy = np.empty(n, x1.dtype)
+    for m in range(n):
+        i = members[m]
+        gx1[m] = x1[i]
+        gy1[m] = y1[i]
+        gx2[m] = x2[i]
+        gy2[m] = y2[i]
+        ga[m] = area[i]
+        gcx[m] = cx[i]
+        gcy[m] = cy[i]
+    ox, oy, sx, sy, ngx, ngy = _grid_geometry(gx1, gy1, gx2, gy2, ga, local)
+    start, items = _grid_build(gx1, gy1, gx2, gy2, ga, local, ox, oy, sx, sy, ngx, ngy)
+    sup = np.zeros(n, np.bool_)
+    stamp = np.full(n, -1, np.int64)
+    for r in range(n):
+        if sup[r] or ga[r] <= 0:
+            continue
+        cx0 = _cell(gx1[r], ox, sx, ngx)
+        cx1 = _cell(gx2[r], ox, sx, ngx)
+        cy0 = _cell(gy1[r], oy, sy, ngy)
+        cy1 = _cell(gy2[r], oy, sy, ngy)
+        for gyc in range(cy0, cy1 + 1):
+            for gxc in range(cx0, cx1 + 1):
+                c = gyc * ngx + gxc
+                for t in range(start[c], start[c + 1]):
+                    q = items[t]
+                    if q <= r or sup[q] or stamp[q] == r:
+                        continue
+                    stamp[q] = r
+                    v = _iou_pair(gx1, gy1, gx2, gy2, ga, r, q)
+                    if diou:
+                        v = v - _diou_penalty(gx1, gy1, gx2, gy2, gcx, gcy, r, q, beta)
+                    if v > thr:
+                        sup[q] = True
+    for m in range(n):
+        if sup[m]:
+            suppressed[members[m]] = True
+
+
+@nb.njit(**_JIT)
+def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
+    """Greedy (DIoU-)NMS, per label when ``use_labels``. Returns kept indices (int64) sorted
+    by decreasing score, ties by lower index."""
+    n = boxes.shape[0]
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    area = _areas(x1, y1, x2, y2)
+    cx, cy = _centers(x1, y1, x2, y2)
+    order = _score_order(scores)
+    suppressed = np.zeros(n, np.bool_)
+    if use_labels:
+        grouped, bounds = _label_groups(labels, order)
+        for g in range(bounds.shape[0] - 1):
+            _greedy(x1, y1, x2, y2, area, cx, cy, grouped[bounds[g] : bounds[g + 1]], thr, diou,
+                    beta, suppressed)
+    else:
+        _greedy(x1, y1, x2, y2, area, cx, cy, order, thr, diou, beta, suppressed)
+    nk = 0
+    for r in range(n):
+        if not suppressed[order[r]]:
+            nk += 1
+    keep = np.empty(nk, np.int64)
+    k = 0
+    for r in range(n):
+        if not suppressed[order[r]]:
+            keep[k] = order[r]
+            k += 1
+    return keep
+
+
+# --------------------------------------------------------------------------- soft-NMS
+@nb.njit(**_JIT, inline="always")
+def _before(s, a, b):
+    """Heap order: higher score first, ties by lower index."""
+    return s[a] > s[b] or (s[a] == s[b] and a < b)
+
+
+@nb.njit(**_JIT)
+def _sift_down(heap, pos, size, s, k):
+    while True:
+        left = 2 * k + 1
+        if left >= size:
+            return
+        best = left
+        right = left + 1
+        if right < size and _before(s, heap[right], heap[left]):
+            best = right
+        if _before(s, heap[best], heap[k]):
+            a = heap[k]
+            b = heap[best]
+            heap[k] = b
+            heap[best] = a
+            pos[b] = k
+            pos[a] = best
+            k = best
+        else:
+            return
+
+
+@nb.njit(**_JIT)
+def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, linear):
+    """Soft-NMS (Bodla et al. 2017) with a max-heap and the spatial grid.
+
+    Gaussian: every remaining box j is multiplied by ``exp(-(iou * iou) / sigma)``; linear:
+    by ``1 - iou`` where ``iou > thr``. Selection: highest current score, ties by lower index;
+    stops when the best remaining score is ``<= score_thr``. Returns (indices in selection
+    order, their scores at selection). With ``use_labels`` only boxes of the same label decay
+    each other (per-class soft-NMS, one heap).
+    """
+    n = boxes.shape[0]
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    area = _areas(x1, y1, x2, y2)
+    s = scores.copy()
+    heap = np.empty(n, np.int64)
+    pos = np.full(n, -1, np.int64)
+    size = 0
+    for i in range(n):
+        if s[i] > score_thr:
+            heap[size] = i
+            pos[i] = size
+            size += 1
+    members = heap[:size].copy()
+    for k in range(size // 2 - 1, -1, -1):
+        _sift_down(heap, pos, size, s, k)
+    ox, oy, sx, sy, gx, gy = _grid_geometry(x1, y1, x2, y2, area, members)
+    start, items = _grid_build(x1, y1, x2, y2, area, members, ox, oy, sx, sy, gx, gy)
+    stamp = np.full(n, -1, np.int64)
+    one = np.ones(1, s.dtype)[0]
+    keep = np.empty(size, np.int64)
+    kept_scores = np.empty(size, s.dtype)
+    nk = 0
+    while size > 0:
+        i = heap[0]
+        if not s[i] > score_thr:
+            break
+        keep[nk] = i
+        kept_scores[nk] = s[i]
+        nk += 1
+        size -= 1
+        pos[i] = -1
+        if size > 0:
+            last = heap[size]
+            heap[0] = last
+            pos[last] = 0
+            _sift_down(heap, pos, size, s, 0)
+        if area[i] <= 0:
+            continue
+        cx0 = _cell(x1[i], ox, sx, gx)
+        cx1 = _cell(x2[i], ox, sx, gx)
+        cy0 = _cell(y1[i], oy, sy, gy)
+        cy1 = _cell(y2[i], oy, sy, gy)
+        for gyc in range(cy0, cy1 + 1):
+            for gxc in range(cx0, cx1 + 1):
+                c = gyc * gx + gxc
+                for t in range(start[c], start[c + 1]):
+                    j = items[t]
+                    if pos[j] < 0 or stamp[j] == i:
+                        continue
+                    if use_labels and labels[j] != labels[i]:
+                        continue
+                    stamp[j] = i
+                    iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+                    if not iou > 0:
+                        continue
+                    if linear:
+                        if iou > thr:
+                            s[j] = s[j] * (one - iou)
+                            _sift_down(heap, pos, size, s, pos[j])
+                    else:
+                        s[j] = s[j] * np.exp(-(iou * iou) / sigma)
+                        _sift_down(heap, pos, size, s, pos[j])
+    return keep[:nk].copy(), kept_scores[:nk].copy()
+
+
+# --------------------------------------------------------------------------- matrix NMS
+@nb.njit(**_JIT)
+def matrix_nms_kernel(boxes, scores, labels, use_labels, gaussian, sigma, eps):
+    """Matrix NMS (SOLOv2, Wang et al. 2020) on boxes. Returns the decay factor of every box
+    in input order; only pairs that intersect (same label) contribute, which equals the dense
+    matrix formula (the other terms are >= 1 and the minimum is capped at 1 by the top box).
+    """
+    n = boxes.shape[0]
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    area = _areas(x1, y1, x2, y2)
+    order = _score_order(scores)
+    rank = np.empty(n, np.int64)
+    for r in range(n):
+        rank[order[r]] = r
+    ox, oy, sx, sy, gx, gy = _grid_geometry(x1, y1, x2, y2, area, order)
+    start, items = _grid_build(x1, y1, x2, y2, area, order, ox, oy, sx, sy, gx, gy)
+    comp = np.zeros(n, scores.dtype)
+    one = np.ones(1, scores.dtype)[0]
+    decay = np.empty(n, scores.dtype)
+    stamp = np.full(n, -1, np.int64)
+    for r in range(n):
+        j = order[r]
+        best = comp[j]
+        dmin = one
+        if area[j] > 0:
+            cx0 = _cell(x1[j], ox, sx, gx)
+            cx1 = _cell(x2[j], ox, sx, gx)
+            cy0 = _cell(y1[j], oy, sy, gy)
+            cy1 = _cell(y2[j], oy, sy, gy)
+            for gyc in range(cy0, cy1 + 1):
+                for gxc in range(cx0, cx1 + 1):
+                    c = gyc * gx + gxc
+                    for t in range(start[c], start[c + 1]):
+                        i = items[t]
+                        if rank[i] >= r or stamp[i] == j:
+                            continue
+                        if use_labels and labels[i] != labels[j]:
+                            continue
+                        stamp[i] = j
+                        iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+                        if not iou > 0:
+                            continue
+                        if iou > best:
+                            best = iou
+                        ci = comp[i]
+                        if gaussian:
+                            ratio = np.exp(-(sigma * (iou * iou))) / np.exp(-(sigma * (ci * ci)))
+                        else:
+                            ratio = (one - iou) / max(one - ci, eps)
+                        if ratio < dmin:
+                            dmin = ratio
+        comp[j] = best
+        decay[j] = dmin
+    return decay
+
+
+# --------------------------------------------------------------------------- WBF
+@nb.njit(**_JIT)
+def wbf_kernel(boxes, wscores, weights, models, labels, iou_thr, n_models):
+    """Cluster boxes as ensemble-boxes' weighted_boxes_fusion does.
+
+    Inputs are prefiltered and sorted by decreasing weighted score (``wscores`` = score ·
+    model weight). Each box joins the same-label cluster whose fused box has the highest IoU
+    with it (first created on ties) when that IoU > ``iou_thr``, else starts a cluster. A fused
+    box is the weighted-score average of its members, accumulated in float32 as
+    ensemble-boxes does; a one-member cluster keeps its box as given.
+
+    Returns per cluster: fused boxes [C, 4] float64, score sum, score max, member count,
+    weight sum, label, and a [C, n_models]
+    presence matrix.
+    """
+    n = boxes.shape[0]
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    area = _areas(x1, y1, x2, y2)
+    allidx = np.arange(n)
+    ox, oy, sx, sy, gx, gy = _grid_geometry(x1, y1, x2, y2, area, allidx)
+    ncell = gx * gy
+    head = np.full(ncell, -1, np.int64)
+    cap = max(16, 4 * n)
+    nxt = np.empty(cap, np.int64)
+    val = np.empty(cap, np.int64)
+    ne = 0
+    # cluster state
+    acc = np.zeros((n, 4), np.float32)
+    fx1 = np.empty(n, np.float64)
+    fy1 = np.empty(n, np.float64)
+    fx2 = np.empty(n, np.float64)
+    fy2 = np.empty(n, np.float64)
+    farea = np.empty(n, np.float64)
+    conf = np.zeros(n, np.float64)
+    cmax = np.zeros(n, np.float64)
+    count = np.zeros(n, np.int64)
+    wsum = np.zeros(n, np.float64)
+    clabel = np.empty(n, np.int64)
+    presence = np.zeros((n, n_models), np.bool_)
+    reg = np.full((n, 4), -1, np.int64)  # registered cell range: cx0, cx1, cy0, cy1
+    stamp = np.full(n, -1, np.int64)
+    nc = 0
+    for j in range(n):
+        best = -1
+        best_iou = iou_thr
+        cx0 = _cell(x1[j], ox, sx, gx)
+        cx1 = _cell(x2[j], ox, sx, gx)
+        cy0 = _cell(y1[j], oy, sy, gy)
+        cy1 = _cell(y2[j], oy, sy, gy)
+        for gyc in range(cy0, cy1 + 1):
+            for gxc in range(cx0, cx1 + 1):
+                e = head[gyc * gx + gxc]
+                while e >= 0:
+                    k = val[e]
+                    e = nxt[e]
+                    if stamp[k] == j or clabel[k] != labels[j]:
+                        continue
+                    stamp[k] = j
+                    iw = min(fx2[k], x2[j]) - max(fx1[k], x1[j])
+                    ih = min(fy2[k], y2[j]) - max(fy1[k], y1[j])
+                    if iw <= 0 or ih <= 0:
+                        continue
+                    inter = iw * ih
+                    iou = inter / (farea[k] + area[j] - inter)
+                    if iou > best_iou or (iou == best_iou and best >= 0 and k < best):
+                        best_iou = iou
+                        best = k
+        if best < 0:
+            k = nc
+            nc += 1
+            clabel[k] = labels[j]
+            fx1[k] = x1[j]
+            fy1[k] = y1[j]
+            fx2[k] = x2[j]
+            fy2[k] = y2[j]
+            cmax[k] = wscores[j]
+        else:
+            k = best
+        # accumulate (ensemble-boxes: box[4:] += score * coords in a float32 array)
+        ws = wscores[j]
+        acc[k, 0] = acc[k, 0] + ws * x1[j]
+        acc[k, 1] = acc[k, 1] + ws * y1[j]
+        acc[k, 2] = acc[k, 2] + ws * x2[j]
+        acc[k, 3] = acc[k, 3] + ws * y2[j]
+        conf[k] += ws
+        count[k] += 1
+        wsum[k] += weights[j]
+        presence[k, models[j]] = True
+        if count[k] > 1:
+            fx1[k] = np.float32(acc[k, 0] / conf[k])
+            fy1[k] = np.float32(acc[k, 1] / conf[k])
+            fx2[k] = np.float32(acc[k, 2] / conf[k])
+            fy2[k] = np.float32(acc[k, 3] / conf[k])
+            if ws > cmax[k]:
+                cmax[k] = ws
+        farea[k] = (fx2[k] - fx1[k]) * (fy2[k] - fy1[k])
+        # (re-)register the cluster in the cells its fused box covers
+        kx0 = _cell(fx1[k], ox, sx, gx)
+        kx1 = _cell(fx2[k], ox, sx, gx)
+        ky0 = _cell(fy1[k], oy, sy, gy)
+        ky1 = _cell(fy2[k], oy, sy, gy)
+        if reg[k, 0] == kx0 and reg[k, 1] == kx1 and reg[k, 2] == ky0 and reg[k, 3] == ky1:
+            continue
+        for gyc in range(ky0, ky1 + 1):
+            for gxc in range(kx0, kx1 + 1):
+                c = gyc * gx + gxc
+                if ne == cap:
+                    cap *= 2
+                    nn = np.empty(cap, np.int64)
+                    nn[:ne] = nxt[:ne]
+                    nxt = nn
+                    nv = np.empty(cap, np.int64)
+                    nv[:ne] = val[:ne]
+                    val = nv
+                nxt[ne] = head[c]
+                val[ne] = k
+                head[c] = ne
+                ne += 1
+        reg[k, 0] = kx0
+        reg[k, 1] = kx1
+        reg[k, 2] = ky0
+        reg[k, 3] = ky1
+    fused = np.empty((nc, 4), np.float64)
+    for k in range(nc):
+        fused[k, 0] = fx1[k]
+        fused[k, 1] = fy1[k]
+        fused[k, 2] = fx2[k]
+        fused[k, 3] = fy2[k]
+    return (fused, conf[:nc].copy(), cmax[:nc].copy(), count[:nc].copy(), wsum[:nc].copy(),
+            clabel[:nc].copy(), presence[:nc].copy())
