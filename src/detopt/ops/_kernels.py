@@ -158,10 +158,188 @@ def _grid_build(x1, y1, x2, y2, area, members, ox, oy, sx, sy, gx, gy):
     return count, items
 
 
+_SIGN = np.uint64(0x8000000000000000)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_DIGIT = np.uint64(0x7FF)  # 11-bit digits: 6 passes cover 64 bits
+
+
 @nb.njit(**_JIT)
 def _score_order(scores):
-    """Indices sorting ``scores`` by decreasing value, ties by lower index (stable)."""
-    return np.argsort(-scores, kind="mergesort")
+    """Indices sorting ``scores`` by decreasing value, ties by lower index (stable).
+
+    LSD radix sort on the float64 bit patterns (order-preserving transform); passes whose digit
+    is the same for every key are skipped, so float32 scores cost ~3 passes.
+    """
+    n = scores.shape[0]
+    if n < 256:
+        return np.argsort(-scores, kind="mergesort")
+    vals = np.empty(n, np.float64)
+    for i in range(n):
+        vals[i] = np.float64(scores[i]) + 0.0  # -0.0 -> +0.0
+    bits = vals.view(np.uint64)
+    keys = np.empty(n, np.uint64)
+    for i in range(n):
+        u = bits[i]
+        if u & _SIGN:
+            keys[i] = u  # negative: descending key is the raw pattern
+        else:
+            keys[i] = (u ^ _ONES) & (_SIGN ^ _ONES)
+    order = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    count = np.empty(2049, np.int64)
+    for p in range(6):
+        shift = np.uint64(11 * p)
+        count[:] = 0
+        for i in range(n):
+            count[np.int64((keys[i] >> shift) & _DIGIT) + 1] += 1
+        if count.max() == n:
+            continue
+        for d in range(2048):
+            count[d + 1] += count[d]
+        for r in range(n):
+            i = order[r]
+            d = np.int64((keys[i] >> shift) & _DIGIT)
+            tmp[count[d]] = i
+            count[d] += 1
+        order, tmp = tmp, order
+    return order
+
+
+# --------------------------------------------------------------------------- level grid
+@nb.njit(**_JIT)
+def _level_grid(x1, y1, x2, y2, area, members):
+    """Multi-level grid of box centres.
+
+    Boxes are bucketed by ``floor(log2(longest side))``; each level has square cells of about
+    half its smallest side, and a box is registered once, in the cell of its centre. Within a
+    cell, boxes keep the order of ``members``. Zero-area boxes are not registered.
+    Returns (lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items).
+    """
+    n = members.shape[0]
+    lev = np.empty(n, np.int64)
+    lmin = 1 << 40
+    lmax = -(1 << 40)
+    for m in range(n):
+        i = members[m]
+        if area[i] <= 0:
+            lev[m] = -(1 << 50)
+            continue
+        side = max(float(x2[i]) - float(x1[i]), float(y2[i]) - float(y1[i]))
+        lv = int(math.floor(math.log2(side)))
+        lev[m] = lv
+        lmin = min(lmin, lv)
+        lmax = max(lmax, lv)
+    if lmax < lmin:
+        lmin = 0
+        lmax = -1
+    nl = lmax - lmin + 1
+    sz = max(nl, 1)
+    cnt = np.zeros(sz, np.int64)
+    ox = np.full(sz, np.inf)
+    oy = np.full(sz, np.inf)
+    ex = np.full(sz, -np.inf)
+    ey = np.full(sz, -np.inf)
+    wmax = np.zeros(sz)
+    hmax = np.zeros(sz)
+    smin = np.full(sz, np.inf)
+    for m in range(n):
+        if lev[m] < lmin:
+            continue
+        i = members[m]
+        k = lev[m] - lmin
+        ccx = (float(x1[i]) + float(x2[i])) * 0.5
+        ccy = (float(y1[i]) + float(y2[i])) * 0.5
+        w = float(x2[i]) - float(x1[i])
+        h = float(y2[i]) - float(y1[i])
+        cnt[k] += 1
+        ox[k] = min(ox[k], ccx)
+        oy[k] = min(oy[k], ccy)
+        ex[k] = max(ex[k], ccx)
+        ey[k] = max(ey[k], ccy)
+        wmax[k] = max(wmax[k], w)
+        hmax[k] = max(hmax[k], h)
+        smin[k] = min(smin[k], max(w, h))
+    cs = np.ones(sz)
+    gx = np.zeros(sz, np.int64)
+    gy = np.zeros(sz, np.int64)
+    cell0 = np.zeros(sz + 1, np.int64)
+    for k in range(nl):
+        if cnt[k] > 0:
+            span = max(ex[k] - ox[k], ey[k] - oy[k])
+            c = max(0.5 * smin[k], span / (int(math.sqrt(4.0 * cnt[k])) + 1))
+            cs[k] = c if c > 0 else 1.0
+            gx[k] = int((ex[k] - ox[k]) / cs[k]) + 1
+            gy[k] = int((ey[k] - oy[k]) / cs[k]) + 1
+        cell0[k + 1] = cell0[k] + gx[k] * gy[k]
+    start = np.zeros(cell0[nl] + 1, np.int64)
+    cell_of = np.empty(n, np.int64)
+    for m in range(n):
+        if lev[m] < lmin:
+            cell_of[m] = -1
+            continue
+        i = members[m]
+        k = lev[m] - lmin
+        ccx = (float(x1[i]) + float(x2[i])) * 0.5
+        ccy = (float(y1[i]) + float(y2[i])) * 0.5
+        cx = min(int((ccx - ox[k]) / cs[k]), gx[k] - 1)
+        cy = min(int((ccy - oy[k]) / cs[k]), gy[k] - 1)
+        c = cell0[k] + cy * gx[k] + cx
+        cell_of[m] = c
+        start[c + 1] += 1
+    for c in range(cell0[nl]):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    items = np.empty(start[cell0[nl]], np.int64)
+    for m in range(n):
+        c = cell_of[m]
+        if c >= 0:
+            items[fill[c]] = members[m]
+            fill[c] += 1
+    return lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items
+
+
+@nb.njit(**_JIT)
+def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
+    """Write into ``buf`` every registered box that may intersect the query box (``thr <= 0``)
+    or may have IoU > thr with it (``0 < thr < 1``); each at most once. Returns the count.
+
+    IoU > t implies ``t·w < w_j < w / t`` (same for heights), so only a few size levels are
+    visited, and ``|dcx| < (w + w_j)/2 - t·max(w, w_j) <= w·max(1 - t, (1 - t)/(2t))``.
+    Intersection alone implies ``|dcx| < (w + w_j)/2``. Windows carry a 1e-6 relative margin.
+    """
+    lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items = grid
+    w = float(bx2) - float(bx1)
+    h = float(by2) - float(by1)
+    ccx = (float(bx1) + float(bx2)) * 0.5
+    ccy = (float(by1) + float(by2)) * 0.5
+    t = float(thr)
+    ka = 0
+    kb = nl - 1
+    fx = np.inf
+    if t > 0:
+        side = max(w, h)
+        ka = max(int(math.floor(math.log2(side * t))) - 1 - lmin, 0)
+        kb = min(int(math.floor(math.log2(side / t))) + 1 - lmin, nl - 1)
+        fx = max(1.0 - t, (1.0 - t) / (2.0 * t))
+    m = 0
+    for k in range(ka, kb + 1):
+        if gx[k] == 0:
+            continue
+        hx = min((w + wmax[k]) * 0.5, w * fx) * (1 + 1e-6) + 1e-12
+        hy = min((h + hmax[k]) * 0.5, h * fx) * (1 + 1e-6) + 1e-12
+        c = cs[k]
+        cxa = max(int(math.floor((ccx - hx - ox[k]) / c)), 0)
+        cxb = min(int(math.floor((ccx + hx - ox[k]) / c)), gx[k] - 1)
+        cya = max(int(math.floor((ccy - hy - oy[k]) / c)), 0)
+        cyb = min(int(math.floor((ccy + hy - oy[k]) / c)), gy[k] - 1)
+        if cxa > cxb:
+            continue
+        for cy in range(cya, cyb + 1):
+            row = cell0[k] + cy * gx[k]
+            for t0 in range(start[row + cxa], start[row + cxb + 1]):
+                buf[m] = items[t0]
+                m += 1
+    return m
 
 
 @nb.njit(**_JIT)
@@ -218,8 +396,7 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
                 kept[nk] = j
                 nk += 1
         return
-    local = np.arange(n)
-    # grid is built over local positions 0..n-1 (arrays gathered in score order)
+    # gather in score order: local position == rank, cell lists come out rank-sorted
     gx1 = np.empty(n, x1.dtype)
     gy1 = np.empty(n, x1.dtype)
     gx2 = np.empty(n, x1.dtype)
@@ -236,30 +413,25 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
         ga[m] = area[i]
         gcx[m] = cx[i]
         gcy[m] = cy[i]
-    ox, oy, sx, sy, ngx, ngy = _grid_geometry(gx1, gy1, gx2, gy2, ga, local)
-    start, items = _grid_build(gx1, gy1, gx2, gy2, ga, local, ox, oy, sx, sy, ngx, ngy)
+    grid = _level_grid(gx1, gy1, gx2, gy2, ga, np.arange(n))
     sup = np.zeros(n, np.bool_)
-    stamp = np.full(n, -1, np.int64)
+    buf = np.empty(n, np.int64)
     for r in range(n):
         if sup[r] or ga[r] <= 0:
             continue
-        cx0 = _cell(gx1[r], ox, sx, ngx)
-        cx1 = _cell(gx2[r], ox, sx, ngx)
-        cy0 = _cell(gy1[r], oy, sy, ngy)
-        cy1 = _cell(gy2[r], oy, sy, ngy)
-        for gyc in range(cy0, cy1 + 1):
-            for gxc in range(cx0, cx1 + 1):
-                c = gyc * ngx + gxc
-                for t in range(start[c], start[c + 1]):
-                    q = items[t]
-                    if q <= r or sup[q] or stamp[q] == r:
-                        continue
-                    stamp[q] = r
-                    v = _iou_pair(gx1, gy1, gx2, gy2, ga, r, q)
-                    if diou:
-                        v = v - _diou_penalty(gx1, gy1, gx2, gy2, gcx, gcy, r, q, beta)
-                    if v > thr:
-                        sup[q] = True
+        cnt = _level_query(grid, gx1[r], gy1[r], gx2[r], gy2[r], thr if thr < 1 else 0, buf)
+        for t in range(cnt):
+            q = buf[t]
+            if q <= r or sup[q]:
+                continue
+            v = _iou_pair(gx1, gy1, gx2, gy2, ga, r, q)
+            if not v > thr:
+                continue
+            if diou:
+                v = v - _diou_penalty(gx1, gy1, gx2, gy2, gcx, gcy, r, q, beta)
+                if not v > thr:
+                    continue
+            sup[q] = True
     for m in range(n):
         if sup[m]:
             suppressed[members[m]] = True
@@ -300,42 +472,52 @@ def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
 
 # --------------------------------------------------------------------------- soft-NMS
 @nb.njit(**_JIT, inline="always")
-def _before(s, a, b):
-    """Heap order: higher score first, ties by lower index."""
-    return s[a] > s[b] or (s[a] == s[b] and a < b)
+def _before(hkey, hidx, a, b):
+    """Heap order of slots a, b: higher key first, ties by lower index."""
+    return hkey[a] > hkey[b] or (hkey[a] == hkey[b] and hidx[a] < hidx[b])
 
 
 @nb.njit(**_JIT)
-def _sift_down(heap, pos, size, s, k):
+def _sift_down(hkey, hidx, size, k):
     while True:
         left = 2 * k + 1
         if left >= size:
             return
         best = left
-        right = left + 1
-        if right < size and _before(s, heap[right], heap[left]):
-            best = right
-        if _before(s, heap[best], heap[k]):
-            a = heap[k]
-            b = heap[best]
-            heap[k] = b
-            heap[best] = a
-            pos[b] = k
-            pos[a] = best
-            k = best
-        else:
+        if left + 1 < size and _before(hkey, hidx, left + 1, left):
+            best = left + 1
+        if not _before(hkey, hidx, best, k):
             return
+        hkey[k], hkey[best] = hkey[best], hkey[k]
+        hidx[k], hidx[best] = hidx[best], hidx[k]
+        k = best
+
+
+@nb.njit(**_JIT)
+def _sift_up(hkey, hidx, k):
+    while k > 0:
+        parent = (k - 1) // 2
+        if not _before(hkey, hidx, k, parent):
+            return
+        hkey[k], hkey[parent] = hkey[parent], hkey[k]
+        hidx[k], hidx[parent] = hidx[parent], hidx[k]
+        k = parent
 
 
 @nb.njit(**_JIT)
 def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, linear):
-    """Soft-NMS (Bodla et al. 2017) with a max-heap and the spatial grid.
+    """Soft-NMS (Bodla et al. 2017) with a lazy max-heap and the level grid.
 
     Gaussian: every remaining box j is multiplied by ``exp(-(iou * iou) / sigma)``; linear:
     by ``1 - iou`` where ``iou > thr``. Selection: highest current score, ties by lower index;
     stops when the best remaining score is ``<= score_thr``. Returns (indices in selection
     order, their scores at selection). With ``use_labels`` only boxes of the same label decay
     each other (per-class soft-NMS, one heap).
+
+    Decays do not touch the heap: an entry whose key is stale (the box decayed since it was
+    pushed) is re-pushed with its current score when it reaches the top. Keys only decrease, so
+    a top entry with a current key is the true maximum. A box whose score drops to
+    ``<= score_thr`` can never be kept and leaves the candidate set.
     """
     n = boxes.shape[0]
     x1 = boxes[:, 0].copy()
@@ -344,64 +526,64 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
     y2 = boxes[:, 3].copy()
     area = _areas(x1, y1, x2, y2)
     s = scores.copy()
-    heap = np.empty(n, np.int64)
-    pos = np.full(n, -1, np.int64)
+    alive = np.zeros(n, np.bool_)
+    hkey = np.empty(n, s.dtype)
+    hidx = np.empty(n, np.int64)
     size = 0
     for i in range(n):
         if s[i] > score_thr:
-            heap[size] = i
-            pos[i] = size
+            alive[i] = True
+            hkey[size] = s[i]
+            hidx[size] = i
             size += 1
-    members = heap[:size].copy()
+    members = hidx[:size].copy()
     for k in range(size // 2 - 1, -1, -1):
-        _sift_down(heap, pos, size, s, k)
-    ox, oy, sx, sy, gx, gy = _grid_geometry(x1, y1, x2, y2, area, members)
-    start, items = _grid_build(x1, y1, x2, y2, area, members, ox, oy, sx, sy, gx, gy)
-    stamp = np.full(n, -1, np.int64)
+        _sift_down(hkey, hidx, size, k)
+    grid = _level_grid(x1, y1, x2, y2, area, members)
+    buf = np.empty(max(size, 1), np.int64)
     one = np.ones(1, s.dtype)[0]
     keep = np.empty(size, np.int64)
     kept_scores = np.empty(size, s.dtype)
     nk = 0
     while size > 0:
-        i = heap[0]
-        if not s[i] > score_thr:
-            break
+        i = hidx[0]
+        key = hkey[0]
+        size -= 1
+        hkey[0] = hkey[size]
+        hidx[0] = hidx[size]
+        _sift_down(hkey, hidx, size, 0)
+        if not alive[i]:
+            continue
+        if key != s[i]:  # stale: re-insert with the current score
+            hkey[size] = s[i]
+            hidx[size] = i
+            _sift_up(hkey, hidx, size)
+            size += 1
+            continue
+        alive[i] = False
         keep[nk] = i
         kept_scores[nk] = s[i]
         nk += 1
-        size -= 1
-        pos[i] = -1
-        if size > 0:
-            last = heap[size]
-            heap[0] = last
-            pos[last] = 0
-            _sift_down(heap, pos, size, s, 0)
         if area[i] <= 0:
             continue
-        cx0 = _cell(x1[i], ox, sx, gx)
-        cx1 = _cell(x2[i], ox, sx, gx)
-        cy0 = _cell(y1[i], oy, sy, gy)
-        cy1 = _cell(y2[i], oy, sy, gy)
-        for gyc in range(cy0, cy1 + 1):
-            for gxc in range(cx0, cx1 + 1):
-                c = gyc * gx + gxc
-                for t in range(start[c], start[c + 1]):
-                    j = items[t]
-                    if pos[j] < 0 or stamp[j] == i:
-                        continue
-                    if use_labels and labels[j] != labels[i]:
-                        continue
-                    stamp[j] = i
-                    iou = _iou_pair(x1, y1, x2, y2, area, i, j)
-                    if not iou > 0:
-                        continue
-                    if linear:
-                        if iou > thr:
-                            s[j] = s[j] * (one - iou)
-                            _sift_down(heap, pos, size, s, pos[j])
-                    else:
-                        s[j] = s[j] * np.exp(-(iou * iou) / sigma)
-                        _sift_down(heap, pos, size, s, pos[j])
+        cnt = _level_query(grid, x1[i], y1[i], x2[i], y2[i], 0.0, buf)
+        for t in range(cnt):
+            j = buf[t]
+            if not alive[j]:
+                continue
+            if use_labels and labels[j] != labels[i]:
+                continue
+            iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+            if not iou > 0:
+                continue
+            if linear:
+                if not iou > thr:
+                    continue
+                s[j] = s[j] * (one - iou)
+            else:
+                s[j] = s[j] * np.exp(-(iou * iou) / sigma)
+            if not s[j] > score_thr:
+                alive[j] = False
     return keep[:nk].copy(), kept_scores[:nk].copy()
 
 
@@ -422,43 +604,35 @@ def matrix_nms_kernel(boxes, scores, labels, use_labels, gaussian, sigma, eps):
     rank = np.empty(n, np.int64)
     for r in range(n):
         rank[order[r]] = r
-    ox, oy, sx, sy, gx, gy = _grid_geometry(x1, y1, x2, y2, area, order)
-    start, items = _grid_build(x1, y1, x2, y2, area, order, ox, oy, sx, sy, gx, gy)
+    grid = _level_grid(x1, y1, x2, y2, area, order)
+    buf = np.empty(max(n, 1), np.int64)
     comp = np.zeros(n, scores.dtype)
     one = np.ones(1, scores.dtype)[0]
     decay = np.empty(n, scores.dtype)
-    stamp = np.full(n, -1, np.int64)
     for r in range(n):
         j = order[r]
         best = comp[j]
         dmin = one
         if area[j] > 0:
-            cx0 = _cell(x1[j], ox, sx, gx)
-            cx1 = _cell(x2[j], ox, sx, gx)
-            cy0 = _cell(y1[j], oy, sy, gy)
-            cy1 = _cell(y2[j], oy, sy, gy)
-            for gyc in range(cy0, cy1 + 1):
-                for gxc in range(cx0, cx1 + 1):
-                    c = gyc * gx + gxc
-                    for t in range(start[c], start[c + 1]):
-                        i = items[t]
-                        if rank[i] >= r or stamp[i] == j:
-                            continue
-                        if use_labels and labels[i] != labels[j]:
-                            continue
-                        stamp[i] = j
-                        iou = _iou_pair(x1, y1, x2, y2, area, i, j)
-                        if not iou > 0:
-                            continue
-                        if iou > best:
-                            best = iou
-                        ci = comp[i]
-                        if gaussian:
-                            ratio = np.exp(-(sigma * (iou * iou))) / np.exp(-(sigma * (ci * ci)))
-                        else:
-                            ratio = (one - iou) / max(one - ci, eps)
-                        if ratio < dmin:
-                            dmin = ratio
+            cnt = _level_query(grid, x1[j], y1[j], x2[j], y2[j], 0.0, buf)
+            for t in range(cnt):
+                i = buf[t]
+                if rank[i] >= r:
+                    continue
+                if use_labels and labels[i] != labels[j]:
+                    continue
+                iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+                if not iou > 0:
+                    continue
+                if iou > best:
+                    best = iou
+                ci = comp[i]
+                if gaussian:
+                    ratio = np.exp(-(sigma * (iou * iou))) / np.exp(-(sigma * (ci * ci)))
+                else:
+                    ratio = (one - iou) / max(one - ci, eps)
+                if ratio < dmin:
+                    dmin = ratio
         comp[j] = best
         decay[j] = dmin
     return decay
