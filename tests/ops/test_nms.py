@@ -6,6 +6,7 @@ from ensemble_boxes.ensemble_boxes_nms import cpu_soft_nms_float
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detopt.ops import _torch_paths as tp
 from detopt.ops import (
     batched_diou_nms,
     batched_nms,
@@ -16,7 +17,6 @@ from detopt.ops import (
     nms,
     soft_nms,
 )
-from detopt.ops import _torch_paths as tp
 from tests.ops.conftest import make_case, uniform_boxes
 from tests.reference import ops_reference as ref
 
@@ -173,7 +173,7 @@ def test_torch_path_gives_identical_results(kind, dtype):
 
 
 def test_float32_and_float64_inputs_keep_their_dtype():
-    b, s, lab = make_case("dense", 3, np.float32)
+    b, s, _ = make_case("dense", 3, np.float32)
     assert soft_nms(b, s)[1].dtype == np.float32
     assert matrix_nms(b, s).dtype == np.float32
     assert matrix_nms(b.astype(np.float64), s).dtype == np.float64

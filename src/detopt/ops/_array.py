@@ -56,7 +56,9 @@ def _coerce(x: object, name: str) -> ArrayLike:
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise DetoptInputError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}") from exc
+        raise DetoptInputError(
+            f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}"
+        ) from exc
 
 
 def _first_bad(x: ArrayLike) -> str:

@@ -213,7 +213,8 @@ def _level_grid(x1, y1, x2, y2, area, members):
     Boxes are bucketed by ``floor(log2(longest side))``; each level has square cells of about
     half its smallest side, and a box is registered once, in the cell of its centre. Within a
     cell, boxes keep the order of ``members``. Zero-area boxes are not registered.
-    Returns (lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items).
+    Boxes can be unregistered (``_level_remove``) so later queries skip them.
+    Returns (lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, cnt, items, cellof, slot).
     """
     n = members.shape[0]
     lev = np.empty(n, np.int64)
@@ -225,7 +226,7 @@ def _level_grid(x1, y1, x2, y2, area, members):
             lev[m] = -(1 << 50)
             continue
         side = max(float(x2[i]) - float(x1[i]), float(y2[i]) - float(y1[i]))
-        lv = int(math.floor(math.log2(side)))
+        lv = math.frexp(side)[1] - 1  # floor(log2(side))
         lev[m] = lv
         lmin = min(lmin, lv)
         lmax = max(lmax, lv)
@@ -273,6 +274,9 @@ def _level_grid(x1, y1, x2, y2, area, members):
         cell0[k + 1] = cell0[k] + gx[k] * gy[k]
     start = np.zeros(cell0[nl] + 1, np.int64)
     cell_of = np.empty(n, np.int64)
+    nbox = x1.shape[0]
+    cellof = np.full(nbox, -1, np.int64)
+    slot = np.full(nbox, -1, np.int64)
     for m in range(n):
         if lev[m] < lmin:
             cell_of[m] = -1
@@ -293,9 +297,31 @@ def _level_grid(x1, y1, x2, y2, area, members):
     for m in range(n):
         c = cell_of[m]
         if c >= 0:
-            items[fill[c]] = members[m]
+            i = members[m]
+            items[fill[c]] = i
+            cellof[i] = c
+            slot[i] = fill[c]
             fill[c] += 1
-    return lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items
+    cnt = fill - start[:-1]
+    return lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, cnt, items, cellof, slot
+
+
+@nb.njit(**_JIT)
+def _level_remove(grid, i):
+    """Unregister box i (swap with the last box of its cell; order within a cell is lost)."""
+    cnt = grid[11]
+    items = grid[12]
+    cellof = grid[13]
+    slot = grid[14]
+    c = cellof[i]
+    if c < 0:
+        return
+    last = grid[10][c] + cnt[c] - 1
+    j = items[last]
+    items[slot[i]] = j
+    slot[j] = slot[i]
+    cnt[c] -= 1
+    cellof[i] = -1
 
 
 @nb.njit(**_JIT)
@@ -307,7 +333,7 @@ def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
     visited, and ``|dcx| < (w + w_j)/2 - t·max(w, w_j) <= w·max(1 - t, (1 - t)/(2t))``.
     Intersection alone implies ``|dcx| < (w + w_j)/2``. Windows carry a 1e-6 relative margin.
     """
-    lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, items = grid
+    lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, cnt, items, _, _ = grid
     w = float(bx2) - float(bx1)
     h = float(by2) - float(by1)
     ccx = (float(bx1) + float(bx2)) * 0.5
@@ -336,9 +362,10 @@ def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
             continue
         for cy in range(cya, cyb + 1):
             row = cell0[k] + cy * gx[k]
-            for t0 in range(start[row + cxa], start[row + cxb + 1]):
-                buf[m] = items[t0]
-                m += 1
+            for c0 in range(row + cxa, row + cxb + 1):
+                for t0 in range(start[c0], start[c0] + cnt[c0]):
+                    buf[m] = items[t0]
+                    m += 1
     return m
 
 
@@ -419,6 +446,7 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
     for r in range(n):
         if sup[r] or ga[r] <= 0:
             continue
+        _level_remove(grid, r)
         cnt = _level_query(grid, gx1[r], gy1[r], gx2[r], gy2[r], thr if thr < 1 else 0, buf)
         for t in range(cnt):
             q = buf[t]
@@ -432,6 +460,7 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
                 if not v > thr:
                     continue
             sup[q] = True
+            _level_remove(grid, q)
     for m in range(n):
         if sup[m]:
             suppressed[members[m]] = True
@@ -561,6 +590,7 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
             size += 1
             continue
         alive[i] = False
+        _level_remove(grid, i)
         keep[nk] = i
         kept_scores[nk] = s[i]
         nk += 1
@@ -584,6 +614,7 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
                 s[j] = s[j] * np.exp(-(iou * iou) / sigma)
             if not s[j] > score_thr:
                 alive[j] = False
+                _level_remove(grid, j)
     return keep[:nk].copy(), kept_scores[:nk].copy()
 
 
