@@ -11,5 +11,5 @@ def test_readme_python_snippets_run():
     assert len(blocks) >= 4
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(README), "exec"), namespace)
     assert len(namespace["det"]) <= 300
