@@ -252,3 +252,11 @@ def test_property_scores_only_decrease(scene):
 def test_bad_input_raises_value_error_naming_the_argument(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+@pytest.mark.parametrize("thr", [5e-324, 1e-12, 1e-7, 0.999999])
+def test_extreme_thresholds_match_reference(thr):
+    # regression: a subnormal threshold made side / thr overflow in the grid's level range
+    b, s, _ = make_case("dense", 1)
+    np.testing.assert_array_equal(nms(b, s, thr), ref.greedy_nms(b, s, thr))
+    np.testing.assert_array_equal(diou_nms(b, s, thr), ref.greedy_nms(b, s, thr, diou_beta=1.0))

@@ -285,8 +285,9 @@ def _level_grid(x1, y1, x2, y2, area, members):
         k = lev[m] - lmin
         ccx = (float(x1[i]) + float(x2[i])) * 0.5
         ccy = (float(y1[i]) + float(y2[i])) * 0.5
-        cx = min(int((ccx - ox[k]) / cs[k]), gx[k] - 1)
-        cy = min(int((ccy - oy[k]) / cs[k]), gy[k] - 1)
+        inv = 1.0 / cs[k]  # same expression as in _level_query: the cell map stays monotone
+        cx = min(int((ccx - ox[k]) * inv), gx[k] - 1)
+        cy = min(int((ccy - oy[k]) * inv), gy[k] - 1)
         c = cell0[k] + cy * gx[k] + cx
         cell_of[m] = c
         start[c + 1] += 1
@@ -306,7 +307,7 @@ def _level_grid(x1, y1, x2, y2, area, members):
     return lmin, nl, ox, oy, cs, gx, gy, wmax, hmax, cell0, start, cnt, items, cellof, slot
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_JIT, inline="always")
 def _level_remove(grid, i):
     """Unregister box i (swap with the last box of its cell; order within a cell is lost)."""
     cnt = grid[11]
@@ -324,10 +325,10 @@ def _level_remove(grid, i):
     cellof[i] = -1
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_JIT, inline="always")
 def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
-    """Write into ``buf`` every registered box that may intersect the query box (``thr <= 0``)
-    or may have IoU > thr with it (``0 < thr < 1``); each at most once. Returns the count.
+    """Write into ``buf`` every registered box that may intersect the query box (``thr <= 1e-6``)
+    or may have IoU > thr with it (``1e-6 < thr < 1``); each at most once. Returns the count.
 
     IoU > t implies ``t·w < w_j < w / t`` (same for heights), so only a few size levels are
     visited, and ``|dcx| < (w + w_j)/2 - t·max(w, w_j) <= w·max(1 - t, (1 - t)/(2t))``.
@@ -342,26 +343,29 @@ def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
     ka = 0
     kb = nl - 1
     fx = np.inf
-    if t > 0:
+    if t > 1e-6:  # below that, side / t may overflow; the intersect-only window is a superset
         side = max(w, h)
-        ka = max(int(math.floor(math.log2(side * t))) - 1 - lmin, 0)
-        kb = min(int(math.floor(math.log2(side / t))) + 1 - lmin, nl - 1)
+        # exact floor(log2(.)) via frexp; the 1e-9 margins absorb the rounding of side·t, side/t
+        ka = max(math.frexp(side * t * (1 - 1e-9))[1] - 1 - lmin, 0)
+        kb = min(math.frexp(side / t * (1 + 1e-9))[1] - 1 - lmin, nl - 1)
         fx = max(1.0 - t, (1.0 - t) / (2.0 * t))
     m = 0
     for k in range(ka, kb + 1):
-        if gx[k] == 0:
+        g = gx[k]
+        if g == 0:
             continue
         hx = min((w + wmax[k]) * 0.5, w * fx) * (1 + 1e-6) + 1e-12
         hy = min((h + hmax[k]) * 0.5, h * fx) * (1 + 1e-6) + 1e-12
-        c = cs[k]
-        cxa = max(int(math.floor((ccx - hx - ox[k]) / c)), 0)
-        cxb = min(int(math.floor((ccx + hx - ox[k]) / c)), gx[k] - 1)
-        cya = max(int(math.floor((ccy - hy - oy[k]) / c)), 0)
-        cyb = min(int(math.floor((ccy + hy - oy[k]) / c)), gy[k] - 1)
+        inv = 1.0 / cs[k]
+        # truncation instead of floor is safe: both bounds are clamped, windows only widen
+        cxa = max(int((ccx - hx - ox[k]) * inv), 0)
+        cxb = min(int((ccx + hx - ox[k]) * inv), g - 1)
         if cxa > cxb:
             continue
+        cya = max(int((ccy - hy - oy[k]) * inv), 0)
+        cyb = min(int((ccy + hy - oy[k]) * inv), gy[k] - 1)
         for cy in range(cya, cyb + 1):
-            row = cell0[k] + cy * gx[k]
+            row = cell0[k] + cy * g
             for c0 in range(row + cxa, row + cxb + 1):
                 for t0 in range(start[c0], start[c0] + cnt[c0]):
                     buf[m] = items[t0]
