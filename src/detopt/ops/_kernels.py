@@ -505,52 +505,41 @@ def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
 
 # --------------------------------------------------------------------------- soft-NMS
 @nb.njit(**_JIT, inline="always")
-def _before(hkey, hidx, a, b):
-    """Heap order of slots a, b: higher key first, ties by lower index."""
-    return hkey[a] > hkey[b] or (hkey[a] == hkey[b] and hidx[a] < hidx[b])
+def _better(s, a, b):
+    """Winner of boxes a, b (-1 = empty): higher score, ties by lower index."""
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    if s[a] > s[b] or (s[a] == s[b] and a < b):
+        return a
+    return b
 
 
-@nb.njit(**_JIT)
-def _sift_down(hkey, hidx, size, k):
-    while True:
-        left = 2 * k + 1
-        if left >= size:
-            return
-        best = left
-        if left + 1 < size and _before(hkey, hidx, left + 1, left):
-            best = left + 1
-        if not _before(hkey, hidx, best, k):
-            return
-        hkey[k], hkey[best] = hkey[best], hkey[k]
-        hidx[k], hidx[best] = hidx[best], hidx[k]
-        k = best
-
-
-@nb.njit(**_JIT)
-def _sift_up(hkey, hidx, k):
-    while k > 0:
-        parent = (k - 1) // 2
-        if not _before(hkey, hidx, k, parent):
-            return
-        hkey[k], hkey[parent] = hkey[parent], hkey[k]
-        hidx[k], hidx[parent] = hidx[parent], hidx[k]
-        k = parent
+@nb.njit(**_JIT, inline="always")
+def _tree_fix(tree, s, leaf_base, j):
+    """Box j's score decreased or j left (its leaf holds -1): recompute the ancestors whose
+    winner was j, stopping at the first one that had another winner."""
+    node = (leaf_base + j) >> 1
+    while node >= 1 and tree[node] == j:
+        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
+        node >>= 1
 
 
 @nb.njit(**_JIT)
 def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, linear):
-    """Soft-NMS (Bodla et al. 2017) with a lazy max-heap and the level grid.
+    """Soft-NMS (Bodla et al. 2017) with a winner tree and the level grid.
 
     Gaussian: every remaining box j is multiplied by ``exp(-(iou * iou) / sigma)``; linear:
     by ``1 - iou`` where ``iou > thr``. Selection: highest current score, ties by lower index;
     stops when the best remaining score is ``<= score_thr``. Returns (indices in selection
     order, their scores at selection). With ``use_labels`` only boxes of the same label decay
-    each other (per-class soft-NMS, one heap).
+    each other (per-class soft-NMS, one tree).
 
-    Decays do not touch the heap: an entry whose key is stale (the box decayed since it was
-    pushed) is re-pushed with its current score when it reaches the top. Keys only decrease, so
-    a top entry with a current key is the true maximum. A box whose score drops to
-    ``<= score_thr`` can never be kept and leaves the candidate set.
+    The winner tree holds, per node, the best box of its subtree. A decay only recomputes the
+    ancestors where the decayed box was the winner (usually none), so selection costs O(log N)
+    and a decay O(1) on average. A box whose score drops to ``<= score_thr`` can never be kept
+    and leaves the tree and the grid.
     """
     n = boxes.shape[0]
     x1 = boxes[:, 0].copy()
@@ -559,41 +548,33 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
     y2 = boxes[:, 3].copy()
     area = _areas(x1, y1, x2, y2)
     s = scores.copy()
-    alive = np.zeros(n, np.bool_)
-    hkey = np.empty(n, s.dtype)
-    hidx = np.empty(n, np.int64)
+    base = 1
+    while base < max(n, 1):
+        base *= 2
+    tree = np.full(2 * base, -1, np.int64)
     size = 0
     for i in range(n):
         if s[i] > score_thr:
-            alive[i] = True
-            hkey[size] = s[i]
-            hidx[size] = i
+            tree[base + i] = i
             size += 1
-    members = hidx[:size].copy()
-    for k in range(size // 2 - 1, -1, -1):
-        _sift_down(hkey, hidx, size, k)
+    for node in range(base - 1, 0, -1):
+        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
+    members = np.empty(size, np.int64)
+    k = 0
+    for i in range(n):
+        if tree[base + i] >= 0:
+            members[k] = i
+            k += 1
     grid = _level_grid(x1, y1, x2, y2, area, members)
     buf = np.empty(max(size, 1), np.int64)
     one = np.ones(1, s.dtype)[0]
     keep = np.empty(size, np.int64)
     kept_scores = np.empty(size, s.dtype)
     nk = 0
-    while size > 0:
-        i = hidx[0]
-        key = hkey[0]
-        size -= 1
-        hkey[0] = hkey[size]
-        hidx[0] = hidx[size]
-        _sift_down(hkey, hidx, size, 0)
-        if not alive[i]:
-            continue
-        if key != s[i]:  # stale: re-insert with the current score
-            hkey[size] = s[i]
-            hidx[size] = i
-            _sift_up(hkey, hidx, size)
-            size += 1
-            continue
-        alive[i] = False
+    while tree[1] >= 0:
+        i = tree[1]
+        tree[base + i] = -1
+        _tree_fix(tree, s, base, i)
         _level_remove(grid, i)
         keep[nk] = i
         kept_scores[nk] = s[i]
@@ -603,8 +584,6 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
         cnt = _level_query(grid, x1[i], y1[i], x2[i], y2[i], 0.0, buf)
         for t in range(cnt):
             j = buf[t]
-            if not alive[j]:
-                continue
             if use_labels and labels[j] != labels[i]:
                 continue
             iou = _iou_pair(x1, y1, x2, y2, area, i, j)
@@ -617,8 +596,9 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
             else:
                 s[j] = s[j] * np.exp(-(iou * iou) / sigma)
             if not s[j] > score_thr:
-                alive[j] = False
+                tree[base + j] = -1
                 _level_remove(grid, j)
+            _tree_fix(tree, s, base, j)
     return keep[:nk].copy(), kept_scores[:nk].copy()
 
 
