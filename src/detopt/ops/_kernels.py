@@ -4,10 +4,11 @@ All kernels take boxes sorted or unsorted as documented, in float32 or float64, 
 that dtype so the vectorized torch path (``_torch_paths``) gives the same numbers: every
 expression here has a twin there with the same operations in the same order.
 
-Spatial pruning: a uniform grid whose cell size is the mean box size. A box is registered in
-every cell its extent covers; two boxes with a positive intersection share a cell (cell indices
-are monotone in the coordinate), so a query only visits boxes that can overlap. Cost grows with
-local overlap, not with N². Zero-area boxes are never registered: their IoU with anything is 0.
+Spatial pruning: NMS, soft-NMS and matrix NMS use a multi-level grid of box centres
+(``_level_grid``): a query visits only boxes that can intersect (or, for hard NMS, only boxes
+whose size and centre allow IoU > t). WBF uses a uniform grid of fused cluster boxes
+(``_grid_geometry``/``_cell``), re-registered as clusters move. Cost grows with local overlap,
+not with N². Zero-area boxes are never registered: their IoU with anything is 0.
 
 A note on literals: ``x if c else 0`` would unify float32 with int64 into float64 in numba and
 change the arithmetic, so zeros of the coordinate dtype are written ``x - x``.
@@ -119,43 +120,6 @@ def _cell(v, o, s, g):
     if c >= g:
         return g - 1
     return c
-
-
-@nb.njit(**_JIT)
-def _grid_build(x1, y1, x2, y2, area, members, ox, oy, sx, sy, gx, gy):
-    """CSR grid: ``items[start[c]:start[c+1]]`` are the members registered in cell c, in the
-    order of ``members``."""
-    ncell = gx * gy
-    count = np.zeros(ncell + 1, np.int64)
-    for m in range(members.shape[0]):
-        i = members[m]
-        if area[i] <= 0:
-            continue
-        cx0 = _cell(x1[i], ox, sx, gx)
-        cx1 = _cell(x2[i], ox, sx, gx)
-        cy0 = _cell(y1[i], oy, sy, gy)
-        cy1 = _cell(y2[i], oy, sy, gy)
-        for cy in range(cy0, cy1 + 1):
-            for cx in range(cx0, cx1 + 1):
-                count[cy * gx + cx + 1] += 1
-    for c in range(ncell):
-        count[c + 1] += count[c]
-    fill = count[:-1].copy()
-    items = np.empty(count[ncell], np.int64)
-    for m in range(members.shape[0]):
-        i = members[m]
-        if area[i] <= 0:
-            continue
-        cx0 = _cell(x1[i], ox, sx, gx)
-        cx1 = _cell(x2[i], ox, sx, gx)
-        cy0 = _cell(y1[i], oy, sy, gy)
-        cy1 = _cell(y2[i], oy, sy, gy)
-        for cy in range(cy0, cy1 + 1):
-            for cx in range(cx0, cx1 + 1):
-                c = cy * gx + cx
-                items[fill[c]] = i
-                fill[c] += 1
-    return count, items
 
 
 _SIGN = np.uint64(0x8000000000000000)
