@@ -292,7 +292,8 @@ def _level_remove(grid, i):
 @nb.njit(**_JIT, inline="always")
 def _level_query(grid, bx1, by1, bx2, by2, thr, buf):
     """Write into ``buf`` every registered box that may intersect the query box (``thr <= 1e-6``)
-    or may have IoU > thr with it (``1e-6 < thr < 1``); each at most once. Returns the count.
+    or may have IoU > thr with it (``thr > 1e-6``; empty or tiny windows for ``thr >= 1``, where
+    no pair qualifies); each at most once. Returns the count.
 
     IoU > t implies ``t·w < w_j < w / t`` (same for heights), so only a few size levels are
     visited, and ``|dcx| < (w + w_j)/2 - t·max(w, w_j) <= w·max(1 - t, (1 - t)/(2t))``.
@@ -415,7 +416,7 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
         if sup[r] or ga[r] <= 0:
             continue
         _level_remove(grid, r)
-        cnt = _level_query(grid, gx1[r], gy1[r], gx2[r], gy2[r], thr if thr < 1 else 0, buf)
+        cnt = _level_query(grid, gx1[r], gy1[r], gx2[r], gy2[r], thr, buf)
         for t in range(cnt):
             q = buf[t]
             if q <= r or sup[q]:

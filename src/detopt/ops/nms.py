@@ -80,6 +80,13 @@ def _greedy(p: _Prepared, thr: float, diou: bool, beta: float) -> ArrayLike:
     return p.out(keep)
 
 
+def _diou(p: _Prepared, iou_threshold: float, beta: float) -> ArrayLike:
+    beta = check_threshold(beta, "beta")
+    if beta <= 0:
+        raise DetoptInputError(f"beta: must be > 0, got {beta}")
+    return _greedy(p, check_threshold(iou_threshold, "iou_threshold"), True, beta)
+
+
 def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float) -> ArrayLike:
     """Greedy non-maximum suppression (torchvision semantics).
 
@@ -117,11 +124,7 @@ def diou_nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float,
 
     Returns ``[K]`` int64 indices by decreasing score.
     """
-    p = _Prepared(boxes, scores)
-    beta = check_threshold(beta, "beta")
-    if beta <= 0:
-        raise DetoptInputError(f"beta: must be > 0, got {beta}")
-    return _greedy(p, check_threshold(iou_threshold, "iou_threshold"), True, beta)
+    return _diou(_Prepared(boxes, scores), iou_threshold, beta)
 
 
 def _soft(p: _Prepared, iou_threshold: float, sigma: float, score_threshold: float,
@@ -199,8 +202,4 @@ def batched_soft_nms(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike,
 def batched_diou_nms(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike,
                      iou_threshold: float, beta: float = 1.0) -> ArrayLike:
     """:func:`diou_nms` run independently per label."""
-    p = _Prepared(boxes, scores, labels)
-    beta = check_threshold(beta, "beta")
-    if beta <= 0:
-        raise DetoptInputError(f"beta: must be > 0, got {beta}")
-    return _greedy(p, check_threshold(iou_threshold, "iou_threshold"), True, beta)
+    return _diou(_Prepared(boxes, scores, labels), iou_threshold, beta)
