@@ -20,3 +20,67 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "detopt", "--help"], capture_output=True, text=True,
                        check=True)
     assert "usage: detopt" in r.stdout
+
+
+def _write_world(tmp_path, **kw):
+    import json
+
+    from detopt.testing import synthetic_coco
+
+    gt, dt = synthetic_coco(12, n_classes=3, seed=2, **kw)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(dt))
+    return gt, dt
+
+
+def test_eval_prints_tables_and_writes_json_and_plots(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from detopt.evaluation import evaluate_coco
+
+    gt, dt = _write_world(tmp_path)
+    code = main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                 "--json", str(tmp_path / "out" / "metrics.json"), "--plots", str(tmp_path / "plots")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("Average Precision") == 6 and out.count("Average Recall") == 6
+    assert "class_1" in out and "AP50" in out
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    expected = evaluate_coco(gt, dt)
+    assert saved["stats"] == expected.stats.tolist()
+    assert set(saved["per_class"]) == {"class_1", "class_3", "class_5"}
+    assert saved["per_class"]["class_1"]["AP50"] == pytest.approx(expected.per_class["class_1"]["AP50"])
+    for name in ("pr_curve", "f1_curve", "confusion_matrix", "confusion_matrix_counts"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 0
+
+
+def test_eval_bad_input_is_one_clear_line(tmp_path, capsys):
+    _write_world(tmp_path)
+    (tmp_path / "bad.json").write_text("[{\"image_id\": 1,")
+    assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.json: malformed JSON at line 1" in err
+
+
+def test_eval_reports_skipped_predictions(tmp_path, capsys):
+    import json
+
+    gt, dt = _write_world(tmp_path)
+    dt.append({"image_id": gt["images"][0]["id"], "category_id": 4242, "bbox": [1, 1, 5, 5], "score": 0.5})
+    (tmp_path / "pred.json").write_text(json.dumps(dt))
+    assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "skipped 1 of" in captured.err
+    assert "1 skipped" in captured.out
+
+
+def test_eval_rejects_uncomputed_iou_threshold(tmp_path, capsys):
+    import pytest
+
+    _write_world(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+              "--iou-thr", "0.52"])
+    assert "0.50, 0.55" in capsys.readouterr().err
