@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_postprocess.py
+	$(PY) benchmarks/bench_eval.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -108,3 +108,17 @@ def synthetic_coco(n_images: int = 50, *, n_classes: int = 5, gt_per_image: floa
                              strict=True):
             results.append({"image_id": image["id"], "category_id": cat_ids[c], "bbox": box, "score": s})
     return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def write_synthetic_coco(out_dir, n_images: int = 200, seed: int = 0, **kwargs) -> tuple[str, str]:
+    """Write ``synthetic_coco(n_images, seed=seed, **kwargs)`` as ``gt.json`` and ``pred.json``
+    into ``out_dir`` (created); returns the two paths."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gt, dt = synthetic_coco(n_images, seed=seed, **kwargs)
+    (out / "gt.json").write_text(json.dumps(gt))
+    (out / "pred.json").write_text(json.dumps(dt))
+    return str(out / "gt.json"), str(out / "pred.json")
