@@ -30,27 +30,30 @@ def _pos(x):
     return x if x > 0 else x - x
 
 
+# Helpers take scalars, never arrays: an array argument of an inlined helper costs an atomic
+# reference-count increment and decrement per call (numba's pruning keeps them inside loops),
+# which made those atomics the largest cost of the soft-NMS loop.
 @nb.njit(**_JIT, inline="always")
-def _iou_pair(x1, y1, x2, y2, area, i, j):
-    """IoU of boxes i and j in the coordinate dtype (0 when they do not intersect)."""
-    iw = min(x2[i], x2[j]) - max(x1[i], x1[j])
-    ih = min(y2[i], y2[j]) - max(y1[i], y1[j])
+def _iou_vals(ax1, ay1, ax2, ay2, aa, bx1, by1, bx2, by2, ba):
+    """IoU of boxes a and b in the coordinate dtype (0 when they do not intersect)."""
+    iw = min(ax2, bx2) - max(ax1, bx1)
+    ih = min(ay2, by2) - max(ay1, by1)
     if iw > 0 and ih > 0:
         inter = iw * ih
-        union = area[i] + area[j] - inter
+        union = aa + ba - inter
         if union > 0:
             return inter / union
     return iw - iw
 
 
 @nb.njit(**_JIT, inline="always")
-def _diou_penalty(x1, y1, x2, y2, cx, cy, i, j, beta):
-    """``(d² / c²) ** beta`` for boxes i and j (0 when the enclosing diagonal is 0)."""
-    ew = _pos(max(x2[i], x2[j]) - min(x1[i], x1[j]))
-    eh = _pos(max(y2[i], y2[j]) - min(y1[i], y1[j]))
+def _diou_vals(ax1, ay1, ax2, ay2, acx, acy, bx1, by1, bx2, by2, bcx, bcy, beta):
+    """``(d² / c²) ** beta`` for boxes a and b (0 when the enclosing diagonal is 0)."""
+    ew = _pos(max(ax2, bx2) - min(ax1, bx1))
+    eh = _pos(max(ay2, by2) - min(ay1, by1))
     c2 = ew * ew + eh * eh
-    dx = cx[i] - cx[j]
-    dy = cy[i] - cy[j]
+    dx = acx - bcx
+    dy = acy - bcy
     d2 = dx * dx + dy * dy
     pen = d2 / c2 if c2 > 0 else d2 - d2
     if beta != 1:
@@ -382,9 +385,10 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
             j = members[m]
             for k in range(nk):
                 i = kept[k]
-                v = _iou_pair(x1, y1, x2, y2, area, i, j)
+                v = _iou_vals(x1[i], y1[i], x2[i], y2[i], area[i], x1[j], y1[j], x2[j], y2[j], area[j])
                 if diou:
-                    v = v - _diou_penalty(x1, y1, x2, y2, cx, cy, i, j, beta)
+                    v = v - _diou_vals(x1[i], y1[i], x2[i], y2[i], cx[i], cy[i],
+                                       x1[j], y1[j], x2[j], y2[j], cx[j], cy[j], beta)
                 if v > thr:
                     suppressed[j] = True
                     break
@@ -416,16 +420,18 @@ def _greedy(x1, y1, x2, y2, area, cx, cy, members, thr, diou, beta, suppressed):
         if sup[r] or ga[r] <= 0:
             continue
         _level_remove(grid, r)
-        cnt = _level_query(grid, gx1[r], gy1[r], gx2[r], gy2[r], thr, buf)
+        rx1, ry1, rx2, ry2, ra = gx1[r], gy1[r], gx2[r], gy2[r], ga[r]
+        cnt = _level_query(grid, rx1, ry1, rx2, ry2, thr, buf)
         for t in range(cnt):
             q = buf[t]
             if q <= r or sup[q]:
                 continue
-            v = _iou_pair(gx1, gy1, gx2, gy2, ga, r, q)
+            v = _iou_vals(rx1, ry1, rx2, ry2, ra, gx1[q], gy1[q], gx2[q], gy2[q], ga[q])
             if not v > thr:
                 continue
             if diou:
-                v = v - _diou_penalty(gx1, gy1, gx2, gy2, gcx, gcy, r, q, beta)
+                v = v - _diou_vals(rx1, ry1, rx2, ry2, gcx[r], gcy[r],
+                                   gx1[q], gy1[q], gx2[q], gy2[q], gcx[q], gcy[q], beta)
                 if not v > thr:
                     continue
             sup[q] = True
@@ -470,25 +476,16 @@ def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
 
 # --------------------------------------------------------------------------- soft-NMS
 @nb.njit(**_JIT, inline="always")
-def _better(s, a, b):
-    """Winner of boxes a, b (-1 = empty): higher score, ties by lower index."""
+def _better(a, b, sa, sb):
+    """Winner of boxes a, b with scores sa, sb (-1 = empty, its score is ignored): higher
+    score, ties by lower index."""
     if a < 0:
         return b
     if b < 0:
         return a
-    if s[a] > s[b] or (s[a] == s[b] and a < b):
+    if sa > sb or (sa == sb and a < b):
         return a
     return b
-
-
-@nb.njit(**_JIT, inline="always")
-def _tree_fix(tree, s, leaf_base, j):
-    """Box j's score decreased or j left (its leaf holds -1): recompute the ancestors whose
-    winner was j, stopping at the first one that had another winner."""
-    node = (leaf_base + j) >> 1
-    while node >= 1 and tree[node] == j:
-        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
-        node >>= 1
 
 
 @nb.njit(**_JIT)
@@ -523,7 +520,8 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
             tree[base + i] = i
             size += 1
     for node in range(base - 1, 0, -1):
-        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
+        a, b = tree[2 * node], tree[2 * node + 1]
+        tree[node] = _better(a, b, s[a], s[b])
     members = np.empty(size, np.int64)
     k = 0
     for i in range(n):
@@ -539,19 +537,25 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
     while tree[1] >= 0:
         i = tree[1]
         tree[base + i] = -1
-        _tree_fix(tree, s, base, i)
+        # box i lost score or left: recompute the ancestors it won, stop at the first it did not
+        node = (base + i) >> 1
+        while node >= 1 and tree[node] == i:
+            a, b = tree[2 * node], tree[2 * node + 1]
+            tree[node] = _better(a, b, s[a], s[b])
+            node >>= 1
         _level_remove(grid, i)
         keep[nk] = i
         kept_scores[nk] = s[i]
         nk += 1
         if area[i] <= 0:
             continue
-        cnt = _level_query(grid, x1[i], y1[i], x2[i], y2[i], 0.0, buf)
+        ix1, iy1, ix2, iy2, ia = x1[i], y1[i], x2[i], y2[i], area[i]
+        cnt = _level_query(grid, ix1, iy1, ix2, iy2, 0.0, buf)
         for t in range(cnt):
             j = buf[t]
             if use_labels and labels[j] != labels[i]:
                 continue
-            iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+            iou = _iou_vals(ix1, iy1, ix2, iy2, ia, x1[j], y1[j], x2[j], y2[j], area[j])
             if not iou > 0:
                 continue
             if linear:
@@ -563,7 +567,12 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
             if not s[j] > score_thr:
                 tree[base + j] = -1
                 _level_remove(grid, j)
-            _tree_fix(tree, s, base, j)
+            # box j lost score or left: recompute the ancestors it won, stop at the first it did not
+            node = (base + j) >> 1
+            while node >= 1 and tree[node] == j:
+                a, b = tree[2 * node], tree[2 * node + 1]
+                tree[node] = _better(a, b, s[a], s[b])
+                node >>= 1
     return keep[:nk].copy(), kept_scores[:nk].copy()
 
 
@@ -594,14 +603,15 @@ def matrix_nms_kernel(boxes, scores, labels, use_labels, gaussian, sigma, eps):
         best = comp[j]
         dmin = one
         if area[j] > 0:
-            cnt = _level_query(grid, x1[j], y1[j], x2[j], y2[j], 0.0, buf)
+            jx1, jy1, jx2, jy2, ja = x1[j], y1[j], x2[j], y2[j], area[j]
+            cnt = _level_query(grid, jx1, jy1, jx2, jy2, 0.0, buf)
             for t in range(cnt):
                 i = buf[t]
                 if rank[i] >= r:
                     continue
                 if use_labels and labels[i] != labels[j]:
                     continue
-                iou = _iou_pair(x1, y1, x2, y2, area, i, j)
+                iou = _iou_vals(x1[i], y1[i], x2[i], y2[i], area[i], jx1, jy1, jx2, jy2, ja)
                 if not iou > 0:
                     continue
                 if iou > best:
