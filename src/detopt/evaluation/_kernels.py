@@ -56,20 +56,22 @@ def pair_bounds(gt_key: np.ndarray, dt_key: np.ndarray) -> np.ndarray:
     return out[:p]
 
 
-@nb.njit(**_JIT)
-def _bb_iou(d: np.ndarray, g: np.ndarray, crowd: bool) -> float:
-    """pycocotools ``bbIou`` for one pair of xywh boxes (float64, same operation order)."""
-    w = min(d[2] + d[0], g[2] + g[0]) - max(d[0], g[0])
+@nb.njit(**_JIT, inline="always")
+def bb_iou(dx: float, dy: float, dw: float, dh: float, gx: float, gy: float, gw: float, gh: float,
+           crowd: bool) -> float:
+    """pycocotools ``bbIou`` for one pair of xywh boxes (float64, same operation order).
+    Scalars, not array rows: array arguments cost atomic reference counting per call."""
+    w = min(dw + dx, gw + gx) - max(dx, gx)
     if w <= 0:
         return 0.0
-    h = min(d[3] + d[1], g[3] + g[1]) - max(d[1], g[1])
+    h = min(dh + dy, gh + gy) - max(dy, gy)
     if h <= 0:
         return 0.0
     inter = w * h
-    da = d[2] * d[3]
+    da = dw * dh
     if crowd:
         return inter / da
-    return inter / (da + g[2] * g[3] - inter)
+    return inter / (da + gw * gh - inter)
 
 
 @nb.njit(**_JIT, parallel=True)
@@ -99,8 +101,11 @@ def match_pairs(bounds: np.ndarray, gt_box: np.ndarray, gt_area: np.ndarray, gt_
             continue
         ious = np.zeros((n_d, max(n_g, 1)))
         for di in range(n_d):
+            d = d0 + di
             for gi in range(n_g):
-                ious[di, gi] = _bb_iou(dt_box[d0 + di], gt_box[g0 + gi], gt_crowd[g0 + gi])
+                g = g0 + gi
+                ious[di, gi] = bb_iou(dt_box[d, 0], dt_box[d, 1], dt_box[d, 2], dt_box[d, 3],
+                                      gt_box[g, 0], gt_box[g, 1], gt_box[g, 2], gt_box[g, 3], gt_crowd[g])
         order = np.empty(n_g, np.int64)
         ignore = np.empty(n_g, np.bool_)
         taken = np.empty(n_g, np.bool_)

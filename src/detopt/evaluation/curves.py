@@ -203,8 +203,11 @@ def _confusion_kernel(bounds: np.ndarray, gt_box: np.ndarray, gt_cat: np.ndarray
         ious = np.zeros(n_d * max(n_g, 1))
         for di in range(n_d):
             for gi in range(n_g):
-                if not gt_crowd[g0 + gi]:
-                    ious[di * n_g + gi] = K._bb_iou(dt_box[d0 + di], gt_box[g0 + gi], False)
+                d, g = d0 + di, g0 + gi
+                if not gt_crowd[g]:
+                    ious[di * n_g + gi] = K.bb_iou(
+                        dt_box[d, 0], dt_box[d, 1], dt_box[d, 2], dt_box[d, 3],
+                        gt_box[g, 0], gt_box[g, 1], gt_box[g, 2], gt_box[g, 3], False)
         order = np.argsort(-ious, kind="mergesort")  # decreasing IoU; ties det-major (score order)
         det_used = np.zeros(n_d, np.bool_)
         gt_used = np.zeros(n_g, np.bool_)
@@ -228,8 +231,11 @@ def _confusion_kernel(bounds: np.ndarray, gt_box: np.ndarray, gt_cat: np.ndarray
             in_crowd = False
             for gi in range(n_g):
                 g = g0 + gi
-                same = gt_cat[g] == dt_cat[d0 + di]
-                if gt_crowd[g] and same and K._bb_iou(dt_box[d0 + di], gt_box[g], True) >= thr:
+                d = d0 + di
+                if not (gt_crowd[g] and gt_cat[g] == dt_cat[d]):
+                    continue
+                if K.bb_iou(dt_box[d, 0], dt_box[d, 1], dt_box[d, 2], dt_box[d, 3],
+                            gt_box[g, 0], gt_box[g, 1], gt_box[g, 2], gt_box[g, 3], True) >= thr:
                     in_crowd = True
                     break
             if in_crowd:
