@@ -277,6 +277,7 @@ def _bad(gt_edit=None, dt_edit=None):
     (lambda g: g["images"].append(dict(g["images"][0])), r"images\[4\].*duplicate id"),
     (lambda g: g.pop("categories"), r"no 'categories' list"),
     (lambda g: g["images"][1].pop("id"), r"images\[1\] has no 'id' key"),
+    (lambda g: g["images"][1].update(id=[1]), r"images\[1\].*id must be an integer or a string"),
     (lambda g: g["annotations"].__setitem__(0, [1, 2]), r"annotations\[0\] is a list, not an object"),
 ])
 def test_bad_ground_truth(edit, match) -> None:

@@ -157,6 +157,10 @@ def _hashable_in(x: Any, lookup: dict) -> bool:
 
 
 def _check_unique(ids: list, source: str, section: str, records: list) -> None:
+    if not set(map(type, ids)) <= {int, str}:
+        bad = next(i for i, x in enumerate(ids) if type(x) not in (int, str))
+        raise DetoptInputError(f"{_record_name(source, section, bad, records[bad])}: id must be an integer "
+                               f"or a string, got {ids[bad]!r}")
     if len(set(ids)) != len(ids):
         seen: set = set()
         for i, x in enumerate(ids):
