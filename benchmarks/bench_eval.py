@@ -47,24 +47,15 @@ def detopt_stats(gt: str, dt: str) -> np.ndarray:
     return evaluate_coco(gt, dt).stats
 
 
-def fce_stats(gt: str, dt: str) -> np.ndarray:
+def peer_stats(coco_cls, eval_cls, gt: str, dt: str) -> np.ndarray:
+    """pycocotools' API, as pycocotools and faster-coco-eval both implement it."""
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = FCOCO(gt)
-        ev = COCOeval_faster(coco_gt, coco_gt.loadRes(dt), "bbox")
+        coco_gt = coco_cls(gt)
+        ev = eval_cls(coco_gt, coco_gt.loadRes(dt), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats[:12])
-
-
-def pycoco_stats(gt: str, dt: str) -> np.ndarray:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt)
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dt), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
 
 
 def timed(fn: Callable[[], np.ndarray], reps: int) -> tuple[float, np.ndarray]:
@@ -116,11 +107,11 @@ def main() -> None:
         t_ours, s_ours = timed(lambda: detopt_stats(gt_path, dt_path), args.reps)
         rows.append(("detopt", t_ours, s_ours))
         if FCOCO is not None:
-            t, s = timed(lambda: fce_stats(gt_path, dt_path), args.reps)
+            t, s = timed(lambda: peer_stats(FCOCO, COCOeval_faster, gt_path, dt_path), args.reps)
             rows.append(("faster-coco-eval", t, s))
         ref = None
         if COCO is not None and not args.no_pycocotools:
-            t, ref = timed(lambda: pycoco_stats(gt_path, dt_path), 1)
+            t, ref = timed(lambda: peer_stats(COCO, COCOeval, gt_path, dt_path), 1)
             rows.append(("pycocotools", t, ref))
         print("\n| tool | time (s) | detopt / tool | max |stats - pycocotools| |")
         print("|---|---|---|---|")

@@ -141,19 +141,12 @@ def _index_of(ids: list, lookup: dict, source: str, section: str, records: list,
     try:
         return np.fromiter((lookup[x] for x in ids), np.int64, count=len(ids))
     except (KeyError, TypeError):
-        unknown = [i for i, x in enumerate(ids) if not _hashable_in(x, lookup)]
+        unknown = [i for i, x in enumerate(ids) if not (_hashable(x) and x in lookup)]
         i = unknown[0]
         more = f" ({len(unknown)} records in all)" if len(unknown) > 1 else ""
         raise DetoptInputError(
             f"{_record_name(source, section, i, records[i])}: {key} {ids[i]!r} is not in the {what}{more}"
         ) from None
-
-
-def _hashable_in(x: Any, lookup: dict) -> bool:
-    try:
-        return x in lookup
-    except TypeError:
-        return False
 
 
 def _check_unique(ids: list, source: str, section: str, records: list) -> None:
