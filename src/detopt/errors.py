@@ -17,3 +17,11 @@ class DetoptInputError(DetoptError, ValueError):
 
     Also a ``ValueError`` so callers that catch ``ValueError`` keep working.
     """
+
+
+class DetoptDataError(DetoptError):
+    """A data set has defects. ``defects`` lists each one (file, line, kind, what is wrong)."""
+
+    def __init__(self, message: str, defects: list | None = None) -> None:
+        super().__init__(message)
+        self.defects = list(defects or [])

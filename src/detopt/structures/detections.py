@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from detopt.ops._array import ArrayLike
+if TYPE_CHECKING:
+    from detopt.ops._array import ArrayLike
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,119 @@
+"""Defects found in a data set, and the checks shared by every format.
+
+Readers never stop at the first problem: they collect one :class:`Defect` per problem (file, line,
+kind, what is wrong) and leave the defective image out of the records. ``detopt data validate``
+prints them all; loading for training refuses a data set with defects unless asked to skip them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Every kind of defect, with what it means. Reports count defects by these names.
+DEFECT_KINDS: dict[str, str] = {
+    "malformed_file": "a json/yaml/xml file that does not parse or lacks a required field",
+    "field_count": "a label line with the wrong number of fields",
+    "not_a_number": "a field that should be a number and is not",
+    "non_finite": "NaN or infinity in a coordinate or size",
+    "class_out_of_range": "a class id or name that is not among the class names",
+    "non_positive_size": "a box (or image) with zero or negative width or height",
+    "out_of_image": "a box beyond the image border by more than the tolerance",
+    "missing_image": "an annotation or label whose image file does not exist",
+    "label_without_image": "a label file with no image",
+    "duplicate_id": "an id or file name used twice",
+    "unreadable_image": "an empty, truncated or non-image file",
+    "size_mismatch": "an image whose declared size differs from its decoded size",
+    "exif_rotation": "an image whose EXIF orientation rotates or flips it (labels become ambiguous)",
+}
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm", ".jp2"}
+)
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One problem in a data set.
+
+    Attributes:
+        kind: a key of :data:`DEFECT_KINDS`.
+        file: the file that holds the problem.
+        line: 1-based line in a text label file, else None.
+        message: what is wrong, with the offending value.
+        image: the image the problem belongs to (it is left out of the records), or None.
+    """
+
+    kind: str
+    file: Path
+    line: int | None
+    message: str
+    image: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFECT_KINDS:
+            raise ValueError(f"unknown defect kind {self.kind!r}")
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}"
+        return f"{where}: {self.kind}: {self.message}"
+
+
+def count_by_kind(defects: list[Defect]) -> dict[str, int]:
+    """Number of defects of each kind, in :data:`DEFECT_KINDS` order (kinds with none left out)."""
+    c = Counter(d.kind for d in defects)
+    return {k: c[k] for k in DEFECT_KINDS if c[k]}
+
+
+def parse_float(text: str) -> float | None:
+    """``float(text)`` or None when ``text`` is not a number (``nan``/``inf`` parse)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def check_box(
+    box: list[float] | tuple[float, ...],
+    width: int,
+    height: int,
+    tolerance: float,
+    file: Path,
+    line: int | None,
+    what: str,
+    image: Path | None,
+) -> tuple[list[float] | None, list[Defect]]:
+    """Check one absolute xyxy box against its image; clip it when it is off by ``tolerance`` px at most.
+
+    Returns:
+        (the clipped box, or None when defective; the defects found).
+    """
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        return None, [Defect("non_finite", file, line, f"{what}: non-finite coordinate in {_fmt(box)}", image)]
+    if x2 <= x1 or y2 <= y1:
+        return None, [Defect("non_positive_size", file, line,
+                             f"{what}: zero or negative width/height: box {_fmt(box)}", image)]
+    if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
+        return None, [Defect("out_of_image", file, line,
+                             f"{what}: box {_fmt(box)} is outside the {width}x{height} image "
+                             f"by more than {tolerance:g} px", image)]
+    clipped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
+               min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, [Defect("out_of_image", file, line,
+                             f"{what}: box {_fmt(box)} has no area inside the {width}x{height} image", image)]
+    return clipped, []
+
+
+def _fmt(box: list[float] | tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in box) + "]"
+
+
+def boxes_array(boxes: list[list[float]]) -> np.ndarray:
+    """``float32 [N, 4]`` from a list of xyxy boxes (``[0, 4]`` when empty)."""
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)

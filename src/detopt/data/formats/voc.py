@@ -1,0 +1,195 @@
+"""Pascal VOC: ``Annotations/*.xml``, ``JPEGImages/*``, ``ImageSets/Main/<split>.txt``.
+
+VOC pixel coordinates are 1-based and inclusive: ``xmin = x1 + 1`` and ``xmax = x2`` for the
+continuous box ``[x1, x2)`` used inside detopt (the devkit's width is ``xmax - xmin + 1``).
+Writers keep decimals, so round trips are exact to 0.001 px. ``difficult`` objects become crowd
+records (both are regions evaluation ignores). Class names come from ``classes.txt`` at the root
+when present (detopt writes it, to keep the class order), else from the objects, sorted.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from detopt.data.defects import Defect, boxes_array, check_box, parse_float
+from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
+from detopt.data.image_io import read_image_size
+from detopt.errors import DetoptDataError
+from detopt.structures.records import DatasetRecords, ImageRecord
+
+
+def is_voc_dir(path: Path) -> bool:
+    return (path / "Annotations").is_dir()
+
+
+def _split_files(root: Path) -> dict[str, list[str]]:
+    """Split name → image ids, from ``ImageSets/Main/*.txt`` (per-class ``<class>_<split>.txt`` files,
+    which have two columns, are ignored). Without any, one ``train`` split of every annotation."""
+    main = root / "ImageSets" / "Main"
+    splits: dict[str, list[str]] = {}
+    if main.is_dir():
+        for f in sorted(main.glob("*.txt")):
+            lines = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            if lines and all(len(ln.split()) == 1 for ln in lines):
+                splits[f.stem] = lines
+    if not splits:
+        splits["train"] = sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
+    return splits
+
+
+def _text(node: ET.Element | None, tag: str) -> str | None:
+    child = None if node is None else node.find(tag)
+    return None if child is None or child.text is None else child.text.strip()
+
+
+def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, list[Defect]]:
+    """Read a VOC folder into records; every problem becomes a :class:`Defect`.
+
+    Raises:
+        DetoptDataError: ``root`` has no ``Annotations`` folder.
+    """
+    root = Path(root).absolute()
+    if not is_voc_dir(root):
+        raise DetoptDataError(f"{root}: not a VOC folder (no Annotations/)")
+    defects: list[Defect] = []
+    names_file = root / "classes.txt"
+    fixed_names = None
+    if names_file.is_file():
+        fixed_names = [ln.strip() for ln in names_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    split_ids = _split_files(root)
+    parsed: dict[str, tuple[ImageRecord, list[str]] | None] = {}
+    seen_images: dict[Path, str] = {}
+    all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
+    for image_id in all_ids:
+        xml = root / "Annotations" / f"{image_id}.xml"
+        rec, obj_names, found = _read_xml(xml, root, tolerance)
+        if rec is not None and rec.path in seen_images:
+            found.append(Defect("duplicate_id", xml, None,
+                                f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml", rec.path))
+        if rec is not None and fixed_names is not None:
+            unknown = sorted(set(obj_names) - set(fixed_names))
+            if unknown:
+                found.append(Defect("class_out_of_range", xml, None,
+                                    f"class name(s) {', '.join(map(repr, unknown))} not in {names_file.name}", rec.path))
+        defects.extend(found)
+        if rec is not None:
+            seen_images.setdefault(rec.path, image_id)
+        parsed[image_id] = None if found or rec is None else (rec, obj_names)
+    names = fixed_names if fixed_names is not None else sorted(
+        {n for v in parsed.values() if v is not None for n in v[1]})
+    index = {n: k for k, n in enumerate(names)}
+    splits: dict[str, list[ImageRecord]] = {}
+    for split, ids in split_ids.items():
+        out = []
+        for image_id in ids:
+            item = parsed.get(image_id)
+            if item is not None:
+                rec, obj_names = item
+                rec.labels = np.asarray([index[n] for n in obj_names], np.int64)
+                out.append(rec)
+        splits[split] = out
+    return DatasetRecords(names=names, splits=splits), defects
+
+
+def _read_xml(xml: Path, root: Path, tolerance: float) -> tuple[ImageRecord | None, list[str], list[Defect]]:
+    try:
+        tree = ET.parse(xml)
+    except FileNotFoundError:
+        return None, [], [Defect("missing_image", xml, None, "listed in ImageSets but has no annotation file")]
+    except (ET.ParseError, UnicodeDecodeError) as e:
+        line = getattr(e, "position", (None,))[0]
+        return None, [], [Defect("malformed_file", xml, line, f"not valid xml: {e}")]
+    ann = tree.getroot()
+    filename = _text(ann, "filename") or f"{xml.stem}.jpg"
+    img = root / "JPEGImages" / filename
+    if not img.is_file():
+        return None, [], [Defect("missing_image", xml, None, f"its image {img} does not exist", img)]
+    size = ann.find("size")
+    w_s, h_s = _text(size, "width"), _text(size, "height")
+    w, h = parse_float(w_s or ""), parse_float(h_s or "")
+    if w is None or h is None or w == 0 or h == 0:
+        try:  # many VOC-style exports leave <size> out or write 0: the image header knows
+            w, h = read_image_size(img)
+        except Exception as e:
+            return None, [], [Defect("unreadable_image", img, None, f"not an image: {e}", img)]
+    if not (math.isfinite(w) and math.isfinite(h)) or w != int(w) or h != int(h):
+        return None, [], [Defect("not_a_number", xml, None, f"<size> {w_s}x{h_s} is not two integers", img)]
+    if w < 0 or h < 0:
+        return None, [], [Defect("non_positive_size", xml, None, f"<size> {w_s}x{h_s}", img)]
+    w, h = int(w), int(h)
+    boxes, obj_names, crowd, defects = [], [], [], []
+    for k, obj in enumerate(ann.findall("object"), 1):
+        name = _text(obj, "name")
+        where = f"object {k} ({name!r})"
+        if not name:
+            defects.append(Defect("malformed_file", xml, None, f"object {k} has no <name>", img))
+            continue
+        bb = obj.find("bndbox")
+        texts = [_text(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+        if any(t is None for t in texts):
+            defects.append(Defect("field_count", xml, None, f"{where}: <bndbox> needs xmin ymin xmax ymax", img))
+            continue
+        vals = [parse_float(t) for t in texts]
+        if any(v is None for v in vals):
+            defects.append(Defect("not_a_number", xml, None, f"{where}: not a number in <bndbox> {texts}", img))
+            continue
+        xmin, ymin, xmax, ymax = vals
+        box, found = check_box([xmin - 1, ymin - 1, xmax, ymax], w, h, tolerance, xml, None, where, img)
+        if found:
+            defects.extend(found)
+            continue
+        boxes.append(box)
+        obj_names.append(name)
+        crowd.append((_text(obj, "difficult") or "0") not in ("0", ""))
+    if defects:
+        return None, [], defects
+    rec = ImageRecord(path=img, width=w, height=h, boxes=boxes_array(boxes), labels=np.zeros(len(boxes), np.int64),
+                      crowd=np.asarray(crowd, bool))
+    return rec, obj_names, []
+
+
+def voc_xml(r: ImageRecord, filename: str, names: list[str]) -> str:
+    """The VOC annotation of one image."""
+    out = ["<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{escape(filename)}</filename>",
+           "  <size>", f"    <width>{r.width}</width>", f"    <height>{r.height}</height>",
+           "    <depth>3</depth>", "  </size>", "  <segmented>0</segmented>"]
+    for j in range(len(r)):
+        x1, y1, x2, y2 = (float(v) for v in r.boxes[j])
+        out += ["  <object>", f"    <name>{escape(names[int(r.labels[j])])}</name>", "    <pose>Unspecified</pose>",
+                "    <truncated>0</truncated>", f"    <difficult>{int(bool(r.crowd[j]))}</difficult>",
+                "    <bndbox>", f"      <xmin>{fmt(x1 + 1, 3)}</xmin>", f"      <ymin>{fmt(y1 + 1, 3)}</ymin>",
+                f"      <xmax>{fmt(x2, 3)}</xmax>", f"      <ymax>{fmt(y2, 3)}</ymax>", "    </bndbox>", "  </object>"]
+    out.append("</annotation>\n")
+    return "\n".join(out)
+
+
+def write_voc(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
+    """Write ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt`` and ``classes.txt``.
+
+    VOC keeps every image in one folder, so file stems are made unique across splits. Masks are
+    dropped (VOC annotations hold boxes only) and counted in the returned notes.
+    """
+    used = UniqueNames(by_stem=True)
+    notes: list[str] = []
+    masks_dropped = 0
+    for split, records in ds.splits.items():
+        ids = []
+        for r in records:
+            name = used.take(r.path.name)
+            place_image(r.path, out / "JPEGImages" / name, mode)
+            write_text(out / "Annotations" / f"{Path(name).stem}.xml", voc_xml(r, name, ds.names))
+            ids.append(Path(name).stem)
+            if r.masks is not None:
+                masks_dropped += sum(bool(m) for m in r.masks)
+        write_text(out / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+    write_text(out / "classes.txt", "".join(f"{n}\n" for n in ds.names))
+    if used.renamed:
+        notes.append(f"{used.renamed} images renamed because their file stems collided")
+    if masks_dropped:
+        notes.append(f"{masks_dropped} object masks dropped: VOC annotations hold boxes only")
+    return notes

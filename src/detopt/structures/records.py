@@ -1,0 +1,79 @@
+"""Image records: what every data set format is read into, and written from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+Polygon = np.ndarray
+"""One polygon: ``float32 [2P]`` absolute ``x1, y1, x2, y2, ...`` (COCO's polygon layout)."""
+
+
+@dataclass
+class ImageRecord:
+    """One image and its objects.
+
+    Attributes:
+        path: absolute path of the image file.
+        width, height: image size in pixels (of the stored pixels, EXIF orientation not applied).
+        boxes: ``float32 [N, 4]`` absolute xyxy, continuous coordinates (``x2 - x1`` is the width).
+        labels: ``int64 [N]`` indices into the data set's class names.
+        crowd: ``bool [N]`` regions evaluation ignores (COCO ``iscrowd``, VOC ``difficult``).
+        masks: per object, a list of polygons (``float32 [2P]`` absolute), or None when the
+            format carries no masks.
+        image_id: the source's image id when it has one (COCO), else None.
+    """
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    crowd: np.ndarray | None = None
+    masks: list[list[Polygon]] | None = None
+    image_id: int | None = None
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.boxes)
+        if len(self.labels) != n:
+            raise ValueError(f"{self.path}: {n} boxes but {len(self.labels)} labels")
+        if self.crowd is None:
+            self.crowd = np.zeros(n, dtype=bool)
+        self.crowd = np.asarray(self.crowd, dtype=bool).reshape(-1)
+        if len(self.crowd) != n:
+            raise ValueError(f"{self.path}: {n} boxes but {len(self.crowd)} crowd flags")
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"{self.path}: {n} boxes but {len(self.masks)} masks")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class DatasetRecords:
+    """A data set in memory: class names and the records of each split.
+
+    Attributes:
+        names: class names; a record's label ``k`` means ``names[k]``.
+        splits: split name (``train``, ``val``, ...) → records, in file order.
+    """
+
+    names: list[str]
+    splits: dict[str, list[ImageRecord]]
+
+    def all_records(self) -> list[ImageRecord]:
+        """Every record of every split, split by split."""
+        return [r for recs in self.splits.values() for r in recs]
+
+    @property
+    def num_images(self) -> int:
+        return sum(len(v) for v in self.splits.values())
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(r) for v in self.splits.values() for r in v)
