@@ -345,7 +345,7 @@ def _write_chunk(args: tuple[int, int, str, Path, list[int]]) -> list[tuple[str,
     rows = []
     for i in indices:
         img, objs = gen.render(split, i)
-        name = f"{i:06d}.jpg"
+        name = f"{split}_{i:06d}.jpg"
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
             raise RuntimeError("JPEG encoding failed")
@@ -355,7 +355,7 @@ def _write_chunk(args: tuple[int, int, str, Path, list[int]]) -> list[tuple[str,
             x1, y1, x2, y2 = o.box
             lines.append(f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
                          f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n")
-        (out / "labels" / split / f"{i:06d}.txt").write_text("".join(lines))
+        (out / "labels" / split / f"{split}_{i:06d}.txt").write_text("".join(lines))
         rows.append((name, objs))
     return rows
 
