@@ -41,7 +41,7 @@ def output_dir(dst: Path, sources: list[Path], overwrite: bool) -> Iterator[Path
     """
     dst = Path(dst)
     for src in sources:
-        root = src if src.is_dir() else src.parent
+        root = src.parent if src.is_file() else src
         if _inside(dst, root):
             raise DetoptDataError(f"{dst}: the output folder lies inside the source {root}; "
                                   "choose a folder outside it")

@@ -67,15 +67,10 @@ def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, 
     all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
     for image_id in all_ids:
         xml = root / "Annotations" / f"{image_id}.xml"
-        rec, obj_names, found = _read_xml(xml, root, tolerance)
+        rec, obj_names, found = _read_xml(xml, root, tolerance, fixed_names)
         if rec is not None and rec.path in seen_images:
             found.append(Defect("duplicate_id", xml, None,
                                 f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml", rec.path))
-        if rec is not None and fixed_names is not None:
-            unknown = sorted(set(obj_names) - set(fixed_names))
-            if unknown:
-                found.append(Defect("class_out_of_range", xml, None,
-                                    f"class name(s) {', '.join(map(repr, unknown))} not in {names_file.name}", rec.path))
         defects.extend(found)
         if rec is not None:
             seen_images.setdefault(rec.path, image_id)
@@ -96,7 +91,8 @@ def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, 
     return DatasetRecords(names=names, splits=splits), defects
 
 
-def _read_xml(xml: Path, root: Path, tolerance: float) -> tuple[ImageRecord | None, list[str], list[Defect]]:
+def _read_xml(xml: Path, root: Path, tolerance: float, names: list[str] | None
+              ) -> tuple[ImageRecord | None, list[str], list[Defect]]:
     try:
         tree = ET.parse(xml)
     except FileNotFoundError:
@@ -129,6 +125,8 @@ def _read_xml(xml: Path, root: Path, tolerance: float) -> tuple[ImageRecord | No
         if not name:
             defects.append(Defect("malformed_file", xml, None, f"object {k} has no <name>", img))
             continue
+        if names is not None and name not in names:
+            defects.append(Defect("class_out_of_range", xml, None, f"{where}: class not in classes.txt", img))
         bb = obj.find("bndbox")
         texts = [_text(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
         if any(t is None for t in texts):

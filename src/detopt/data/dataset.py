@@ -1,0 +1,215 @@
+"""Loading for training and evaluation: a torch ``Dataset`` over records, a collate, a loader factory.
+
+Images are decoded with OpenCV (BGR → RGB), letterboxed to a square (aspect kept, padded with
+114) and returned as ``uint8 [3, S, S]`` tensors with their boxes mapped the same way. A RAM cache
+keeps the decoded, resized images (filled up front, so DataLoader workers share it copy-on-write).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from detopt.data.defects import Defect, count_by_kind
+from detopt.data.image_io import check_image, decode_image
+from detopt.data.transforms.letterbox import LetterboxMeta, letterbox_boxes, letterbox_image, letterbox_meta
+from detopt.errors import DetoptDataError
+from detopt.structures.records import ImageRecord
+
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""``(image uint8 [S, S, 3], boxes float32 [N, 4] xyxy, labels int64 [N]) -> the same``."""
+
+
+class DetectionDataset(Dataset):
+    """Letterboxed images and their boxes.
+
+    Args:
+        records: the images (crowd boxes are kept and flagged; losses usually ignore them).
+        img_size: side of the square network input.
+        cache: keep decoded, resized images in RAM (decoded up front with threads).
+        transform: applied after the letterbox (augmentation; see ``detopt.data.transforms``).
+        pad_value: grey level of the padding.
+        scaleup: also enlarge images smaller than ``img_size`` (else only pad them).
+
+    An item is a dict: ``image`` ``uint8 [3, S, S]`` RGB, ``boxes`` ``float32 [N, 4]`` xyxy in it,
+    ``labels`` ``int64 [N]``, ``crowd`` ``bool [N]``, ``index``, ``path``, ``orig_size`` (h, w) and
+    ``meta`` (:class:`LetterboxMeta`, to map predictions back).
+    """
+
+    def __init__(self, records: list[ImageRecord], img_size: int = 640, cache: bool = False,
+                 transform: Transform | None = None, pad_value: int = 114, scaleup: bool = True) -> None:
+        if img_size < 1:
+            raise ValueError(f"img_size must be >= 1, got {img_size}")
+        self.records = list(records)
+        self.img_size = int(img_size)
+        self.transform = transform
+        self.pad_value = int(pad_value)
+        self.scaleup = scaleup
+        self.skipped: dict[str, int] = {}
+        self._cache: list[np.ndarray | None] | None = None
+        if cache:
+            self.cache_images()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _meta(self, r: ImageRecord, h: int, w: int) -> LetterboxMeta:
+        return letterbox_meta(h, w, self.img_size, scaleup=self.scaleup)
+
+    def _load_resized(self, i: int) -> tuple[np.ndarray, LetterboxMeta, tuple[int, int]]:
+        r = self.records[i]
+        img = decode_image(r.path)
+        h, w = img.shape[:2]
+        if (w, h) != (r.width, r.height):
+            raise DetoptDataError(f"{r.path}: decoded size {w}x{h} differs from the annotated {r.width}x{r.height}")
+        meta = self._meta(r, h, w)
+        if (meta.resized_w, meta.resized_h) != (w, h):
+            import cv2
+
+            interp = cv2.INTER_AREA if meta.resized_w < w else cv2.INTER_LINEAR
+            img = cv2.resize(img, (meta.resized_w, meta.resized_h), interpolation=interp)
+        return img, meta, (h, w)
+
+    def cache_images(self, workers: int | None = None) -> int:
+        """Decode and resize every image into RAM; returns the bytes used."""
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            self._cache = [img for img, _, _ in pool.map(self._load_resized, range(len(self)))]
+        return sum(im.nbytes for im in self._cache if im is not None)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = self.records[i]
+        if self._cache is not None and self._cache[i] is not None:
+            resized = self._cache[i]
+            meta = self._meta(r, r.height, r.width)
+            orig = (r.height, r.width)
+        else:
+            resized, meta, orig = self._load_resized(i)
+        img = letterbox_image(resized, self.img_size, meta, self.pad_value)
+        boxes = letterbox_boxes(r.boxes, meta)
+        labels = r.labels.copy()
+        crowd = r.crowd.copy()
+        if self.transform is not None:
+            n = len(boxes)
+            img, boxes, labels = self.transform(img, boxes, labels)
+            if len(boxes) != n:  # a transform may drop boxes; crowd flags cannot follow then
+                crowd = np.zeros(len(boxes), bool)
+        rgb = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
+        return {"image": torch.from_numpy(rgb), "boxes": torch.from_numpy(np.asarray(boxes, np.float32)),
+                "labels": torch.from_numpy(np.asarray(labels, np.int64)), "crowd": torch.from_numpy(crowd),
+                "index": i, "path": str(r.path), "orig_size": orig, "meta": meta}
+
+
+def check_records(records: list[ImageRecord], skip_invalid: bool = False, workers: int | None = None,
+                  what: str = "data set") -> tuple[list[ImageRecord], list[Defect]]:
+    """Decode every image once (empty, truncated, non-image, wrong size) before training.
+
+    Returns:
+        (the records to use, the defects found).
+
+    Raises:
+        DetoptDataError: a defect and not ``skip_invalid``.
+    """
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda r: check_image(r.path, r.width, r.height), records))
+    defects = [d for _, found in results for d in found if d.kind != "exif_rotation"]
+    bad = {d.image for d in defects}
+    if defects and not skip_invalid:
+        listing = "\n".join(f"  {d}" for d in defects[:20])
+        raise DetoptDataError(f"{what}: {len(defects)} defective images; fix them (see `detopt data validate`) or "
+                              f"skip them with --skip-invalid:\n{listing}", defects)
+    kept = [r for r in records if r.path not in bad]
+    if defects:
+        kinds = ", ".join(f"{n} {k}" for k, n in count_by_kind(defects).items())
+        warnings.warn(f"{what}: skipped {len(records) - len(kept)} images that do not decode ({kinds})",
+                      stacklevel=2)
+    return kept, defects
+
+
+def collate_detections(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; concatenate boxes, keeping which image each belongs to.
+
+    Returns:
+        ``images`` ``uint8 [B, 3, S, S]``; ``boxes`` ``float32 [M, 4]``; ``labels`` ``int64 [M]``;
+        ``crowd`` ``bool [M]``; ``batch_index`` ``int64 [M]`` (image of each box); ``counts``
+        ``int64 [B]`` (boxes per image); ``indices``, ``paths``, ``orig_sizes``, ``metas`` lists.
+    """
+    counts = torch.tensor([len(b["boxes"]) for b in batch], dtype=torch.int64)
+    return {
+        "images": torch.stack([b["image"] for b in batch]),
+        "boxes": torch.cat([b["boxes"].reshape(-1, 4) for b in batch]) if batch else torch.zeros(0, 4),
+        "labels": torch.cat([b["labels"] for b in batch]) if batch else torch.zeros(0, dtype=torch.int64),
+        "crowd": torch.cat([b["crowd"] for b in batch]) if batch else torch.zeros(0, dtype=torch.bool),
+        "batch_index": torch.repeat_interleave(torch.arange(len(batch)), counts),
+        "counts": counts,
+        "indices": [b["index"] for b in batch],
+        "paths": [b["path"] for b in batch],
+        "orig_sizes": [b["orig_size"] for b in batch],
+        "metas": [b["meta"] for b in batch],
+    }
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    import random
+
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = False, workers: int = 0, seed: int = 0,
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader with :func:`collate_detections`, seeded shuffling and seeded workers."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      collate_fn=collate_detections, generator=g, worker_init_fn=_seed_worker,
+                      drop_last=drop_last, pin_memory=pin_memory, persistent_workers=workers > 0)
+
+
+def dataset_from_source(src: str | Path, split: str, img_size: int = 640, images_dir: str | Path | None = None,
+                        skip_invalid: bool = False, cache: bool = False, transform: Transform | None = None,
+                        check_images: bool = True) -> tuple[DetectionDataset, list[str]]:
+    """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split.
+
+    Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
+    defective images are left out and counted (by kind) in ``dataset.skipped`` and a warning.
+
+    Returns:
+        (dataset, class names).
+    """
+    from detopt.data.formats import read_dataset
+
+    ds, defects, _ = read_dataset(src, images_dir=images_dir)
+    if split not in ds.splits:
+        raise DetoptDataError(f"{src}: no split {split!r} (has {', '.join(ds.splits) or 'none'})")
+    split_defects = list(defects)  # a defect anywhere stops it: train and val are read together
+    if split_defects and not skip_invalid:
+        listing = "\n".join(f"  {d}" for d in split_defects[:20])
+        more = f"\n  ... and {len(split_defects) - 20} more" if len(split_defects) > 20 else ""
+        raise DetoptDataError(f"{src}: {len(split_defects)} defects; fix them (see `detopt data validate`) or skip "
+                              f"the defective images with --skip-invalid:\n{listing}{more}", split_defects)
+    records = ds.splits[split]
+    if check_images:
+        records, more_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
+        split_defects = split_defects + more_defects
+    dataset = DetectionDataset(records, img_size=img_size, cache=cache, transform=transform)
+    dataset.skipped = count_by_kind(split_defects)
+    if split_defects:
+        n_img = len({d.image for d in split_defects if d.image is not None})
+        kinds = ", ".join(f"{n} {k}" for k, n in dataset.skipped.items())
+        warnings.warn(f"{src} [{split}]: skipped {n_img} defective images ({kinds}); {len(records)} kept",
+                      stacklevel=2)
+    return dataset, ds.names
+
