@@ -49,9 +49,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print()
     print(result.per_class_table())
     counts = result.to_dict()["counts"]
-    print(f"\n{counts['images']} images, {counts['categories']} categories, {counts['ground_truth']} "
-          f"ground-truth boxes, {counts['predictions']} predictions evaluated"
-          + (f", {counts['predictions_skipped']} skipped" if counts["predictions_skipped"] else ""))
+    print(
+        f"\n{counts['images']} images, {counts['categories']} categories, {counts['ground_truth']} "
+        f"ground-truth boxes, {counts['predictions']} predictions evaluated"
+        + (f", {counts['predictions_skipped']} skipped" if counts["predictions_skipped"] else "")
+    )
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,13 +76,22 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     from detopt.data.synth import write_synthetic
 
     t = time.perf_counter()
-    counts = write_synthetic(args.out, train=args.train, val=args.val, imgsz=args.imgsz, seed=args.seed,
-                             workers=args.workers, overwrite=args.overwrite)
+    counts = write_synthetic(
+        args.out,
+        train=args.train,
+        val=args.val,
+        imgsz=args.imgsz,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
     dt = time.perf_counter() - t
     n = counts["train_images"] + counts["val_images"]
-    print(f"wrote {args.out}: train {counts['train_images']} images / {counts['train_objects']} objects, "
-          f"val {counts['val_images']} images / {counts['val_objects']} objects "
-          f"({n / max(dt, 1e-9):.0f} images/s)")
+    print(
+        f"wrote {args.out}: train {counts['train_images']} images / {counts['train_objects']} objects, "
+        f"val {counts['val_images']} images / {counts['val_objects']} objects "
+        f"({n / max(dt, 1e-9):.0f} images/s)"
+    )
     print(f"YOLO: {Path(args.out) / 'data.yaml'}   COCO: {Path(args.out) / 'annotations'}/{{train,val}}.json")
     return 0
 
@@ -90,12 +101,17 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
     from detopt.data.formats import detect_format, load_dataset, write_dataset
 
     fmt, path = detect_format(args.src)
-    ds = load_dataset(args.src, images_dir=args.images, tolerance=args.tolerance, skip_invalid=args.skip_invalid)
+    ds = load_dataset(
+        args.src, images_dir=args.images, tolerance=args.tolerance, skip_invalid=args.skip_invalid
+    )
     notes = write_dataset(ds, args.dst, args.to, mode=args.mode, overwrite=args.overwrite, sources=[path])
     for n in notes:
         print(f"note: {n}")
-    print(f"wrote {args.dst} ({args.to}): {ds.num_images} images, {ds.num_boxes} boxes, {len(ds.names)} classes "
-          f"from {fmt} {args.src} ({'symlinked' if args.mode == 'link' else 'copied'} images)")
+    print(
+        f"wrote {args.dst} ({args.to}): {ds.num_images} images, {ds.num_boxes} boxes, "
+        f"{len(ds.names)} classes "
+        f"from {fmt} {args.src} ({'symlinked' if args.mode == 'link' else 'copied'} images)"
+    )
     return 0
 
 
@@ -108,16 +124,27 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     except DetoptError:
         raise
     except Exception as e:  # validate promises a report, never a traceback
-        raise DetoptError(f"{args.src}: validation stopped unexpectedly ({type(e).__name__}: {e}); "
-                          "please report this with the file that caused it") from e
+        raise DetoptError(
+            f"{args.src}: validation stopped unexpectedly ({type(e).__name__}: {e}); "
+            "please report this with the file that caused it"
+        ) from e
     for line in report.lines():
         print(line)
     if args.json:
-        doc = {"source": str(report.source), "format": report.format, "images": report.images,
-               "clean_images": report.clean_images, "boxes": report.boxes, "backgrounds": report.backgrounds,
-               "splits": report.splits, "defects_by_kind": report.by_kind(),
-               "defects": [{"kind": d.kind, "file": str(d.file), "line": d.line, "message": d.message}
-                           for d in report.defects]}
+        doc = {
+            "source": str(report.source),
+            "format": report.format,
+            "images": report.images,
+            "clean_images": report.clean_images,
+            "boxes": report.boxes,
+            "backgrounds": report.backgrounds,
+            "splits": report.splits,
+            "defects_by_kind": report.by_kind(),
+            "defects": [
+                {"kind": d.kind, "file": str(d.file), "line": d.line, "message": d.message}
+                for d in report.defects
+            ],
+        }
         _write_json(Path(args.json), doc)
     return 0 if report.ok else 1
 
@@ -147,7 +174,9 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     fmt, path = detect_format(args.src)
     ds = load_dataset(args.src, images_dir=args.images, skip_invalid=args.skip_invalid)
     out = split_dataset(ds, val=args.val, seed=args.seed)
-    notes = write_dataset(out, args.dst, args.to or fmt, mode=args.mode, overwrite=args.overwrite, sources=[path])
+    notes = write_dataset(
+        out, args.dst, args.to or fmt, mode=args.mode, overwrite=args.overwrite, sources=[path]
+    )
     for n in notes:
         print(f"note: {n}")
     tr, va = out.splits["train"], out.splits["val"]
@@ -202,67 +231,100 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     from detopt.data.formats import FORMATS
     from detopt.data.synth import default_workers
 
-    data = sub.add_parser("data", help="data sets: synth, convert, validate, stats, split",
-                          description="Data sets: COCO json, YOLO data.yaml, Pascal VOC.")
+    data = sub.add_parser(
+        "data",
+        help="data sets: synth, convert, validate, stats, split",
+        description="Data sets: COCO json, YOLO data.yaml, Pascal VOC.",
+    )
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     def images_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--images", help="COCO: folder the file_names are relative to (default: found next to "
-                                        "the json)")
+        p.add_argument(
+            "--images", help="COCO: folder the file_names are relative to (default: found next to the json)"
+        )
 
     def out_opts(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()
-        g.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copy images (default)")
+        g.add_argument(
+            "--copy", dest="mode", action="store_const", const="copy", help="copy images (default)"
+        )
         g.add_argument("--link", dest="mode", action="store_const", const="link", help="symlink images")
         p.set_defaults(mode="copy")
         p.add_argument("--overwrite", action="store_true", help="replace DST when it exists and is not empty")
-        p.add_argument("--skip-invalid", action="store_true",
-                       help="leave defective images out (counted) instead of stopping")
+        p.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="leave defective images out (counted) instead of stopping",
+        )
 
-    sy = dsub.add_parser("synth", help="write the embedded synthetic data set (YOLO + COCO)",
-                         description="Procedural scenes: 8 classes that differ by shape and texture, many small "
-                                     "objects, occlusion, clutter, distractors, masks. Deterministic by seed.")
+    sy = dsub.add_parser(
+        "synth",
+        help="write the embedded synthetic data set (YOLO + COCO)",
+        description="Procedural scenes: 8 classes that differ by shape and texture, many small "
+        "objects, occlusion, clutter, distractors, masks. Deterministic by seed.",
+    )
     sy.add_argument("out", help="output folder")
     sy.add_argument("--train", type=_count, default=2000, help="training images (default 2000)")
     sy.add_argument("--val", type=_count, default=300, help="validation images (default 300)")
     sy.add_argument("--imgsz", type=int, default=320, help="image side in pixels (default 320)")
     sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--workers", type=_positive_int, default=default_workers(), help="processes (default: cores)")
+    sy.add_argument(
+        "--workers", type=_positive_int, default=default_workers(), help="processes (default: cores)"
+    )
     sy.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty")
     sy.set_defaults(func=_cmd_data_synth)
 
-    cv = dsub.add_parser("convert", help="convert between COCO, YOLO and VOC",
-                         description="SRC: a COCO json (or a folder of them), a YOLO data.yaml, or a VOC root; "
-                                     "the format is detected.")
+    cv = dsub.add_parser(
+        "convert",
+        help="convert between COCO, YOLO and VOC",
+        description="SRC: a COCO json (or a folder of them), a YOLO data.yaml, or a VOC root; "
+        "the format is detected.",
+    )
     cv.add_argument("src")
     cv.add_argument("dst")
     cv.add_argument("--to", required=True, choices=FORMATS)
-    cv.add_argument("--tolerance", type=_non_negative, default=1.0,
-                    help="pixels a box may pass the image border (it is clipped; default 1)")
+    cv.add_argument(
+        "--tolerance",
+        type=_non_negative,
+        default=1.0,
+        help="pixels a box may pass the image border (it is clipped; default 1)",
+    )
     images_opts(cv)
     out_opts(cv)
     cv.set_defaults(func=_cmd_data_convert)
 
-    va = dsub.add_parser("validate", help="decode every image and name every defect (exit 1 when any)",
-                         description="One line per defect with the file (and line), then a summary. "
-                                     "Exit status 0 when clean, 1 when any defect.")
+    va = dsub.add_parser(
+        "validate",
+        help="decode every image and name every defect (exit 1 when any)",
+        description="One line per defect with the file (and line), then a summary. "
+        "Exit status 0 when clean, 1 when any defect.",
+    )
     va.add_argument("src")
-    va.add_argument("--tolerance", type=_non_negative, default=1.0,
-                    help="pixels a box may pass the image border (default 1)")
+    va.add_argument(
+        "--tolerance",
+        type=_non_negative,
+        default=1.0,
+        help="pixels a box may pass the image border (default 1)",
+    )
     va.add_argument("--json", help="also write the report here")
     images_opts(va)
     va.set_defaults(func=_cmd_data_validate)
 
     st = dsub.add_parser("stats", help="class balance, box sizes, aspect ratios (+ plots)")
     st.add_argument("src")
-    st.add_argument("--plots", help="write classes.png, boxes_per_image.png, sizes.png, aspect_ratios.png here")
+    st.add_argument(
+        "--plots", help="write classes.png, boxes_per_image.png, sizes.png, aspect_ratios.png here"
+    )
     st.add_argument("--json", help="also write the statistics here")
     st.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
     images_opts(st)
     st.set_defaults(func=_cmd_data_stats)
 
-    sp = dsub.add_parser("split", help="train/val split stratified by class presence",
-                         description="Pools every split of SRC and writes DST with train and val.")
+    sp = dsub.add_parser(
+        "split",
+        help="train/val split stratified by class presence",
+        description="Pools every split of SRC and writes DST with train and val.",
+    )
     sp.add_argument("src")
     sp.add_argument("dst")
     sp.add_argument("--val", type=_unit_interval, default=0.2, help="validation fraction (default 0.2)")
@@ -301,19 +363,35 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print versions and machine facts")
     info.set_defaults(func=_cmd_info)
 
-    ev = sub.add_parser("eval", help="COCO bbox evaluation (pycocotools' numbers), per-class table, plots",
-                        description="Evaluate COCO results against COCO ground truth with exactly "
-                                    "pycocotools' numbers.")
+    ev = sub.add_parser(
+        "eval",
+        help="COCO bbox evaluation (pycocotools' numbers), per-class table, plots",
+        description="Evaluate COCO results against COCO ground truth with exactly pycocotools' numbers.",
+    )
     ev.add_argument("--gt", required=True, help="COCO ground-truth json")
     ev.add_argument("--pred", required=True, help="COCO results json (image_id, category_id, bbox, score)")
     ev.add_argument("--json", help="write {stats, per_class, counts} to this file")
     ev.add_argument("--plots", help="write pr_curve.png, f1_curve.png, confusion_matrix*.png here")
-    ev.add_argument("--max-dets", type=int, nargs=3, default=[1, 10, 100], metavar="N",
-                    help="three per-image detection limits (default 1 10 100)")
-    ev.add_argument("--iou-thr", type=_coco_iou, default=0.5,
-                    help="IoU threshold of the F1 curve and the confusion matrix (default 0.5)")
-    ev.add_argument("--conf", type=_unit_interval, default=None,
-                    help="confidence of the confusion matrix (default: the best-F1 confidence)")
+    ev.add_argument(
+        "--max-dets",
+        type=int,
+        nargs=3,
+        default=[1, 10, 100],
+        metavar="N",
+        help="three per-image detection limits (default 1 10 100)",
+    )
+    ev.add_argument(
+        "--iou-thr",
+        type=_coco_iou,
+        default=0.5,
+        help="IoU threshold of the F1 curve and the confusion matrix (default 0.5)",
+    )
+    ev.add_argument(
+        "--conf",
+        type=_unit_interval,
+        default=None,
+        help="confidence of the confusion matrix (default: the best-F1 confidence)",
+    )
     ev.set_defaults(func=_cmd_eval)
     _add_data_parser(sub)
     return parser

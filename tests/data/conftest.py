@@ -32,8 +32,12 @@ def tiny_coco(tmp_path) -> Path:
     """Edge cases: an empty image, boxes touching every border, unicode and spaces in file names,
     fractional coordinates, a crowd box, non-contiguous category ids, a one-pixel box."""
     root = tmp_path / "tiny"
-    files = [("images/plain.jpg", 64, 48), ("images/ünï cödé 画像.png", 50, 70), ("images/empty.png", 32, 32),
-             ("images/sub dir/edge.png", 40, 30)]
+    files = [
+        ("images/plain.jpg", 64, 48),
+        ("images/ünï cödé 画像.png", 50, 70),
+        ("images/empty.png", 32, 32),
+        ("images/sub dir/edge.png", 40, 30),
+    ]
     for name, w, h in files:
         write_image(root / name, w, h)
     images = [{"id": i + 10, "file_name": n, "width": w, "height": h} for i, (n, w, h) in enumerate(files)]
@@ -48,6 +52,8 @@ def tiny_coco(tmp_path) -> Path:
         {"id": 8, "image_id": 13, "category_id": 9, "bbox": [0, 29, 40, 1], "iscrowd": 0},
     ]
     cats = [{"id": 9, "name": "Person / 人"}, {"id": 2, "name": "traffic light"}, {"id": 5, "name": "dög"}]
-    (root / "train.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats},
-                                                ensure_ascii=False), encoding="utf-8")
+    (root / "train.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}, ensure_ascii=False),
+        encoding="utf-8",
+    )
     return root / "train.json"

@@ -22,7 +22,9 @@ def _by_name(ds: DatasetRecords) -> dict[str, ImageRecord]:
     return {r.path.name: r for r in ds.all_records()}
 
 
-def assert_same_objects(a: DatasetRecords, b: DatasetRecords, drop_crowd: bool = False, tol: float = 0.01) -> None:
+def assert_same_objects(
+    a: DatasetRecords, b: DatasetRecords, drop_crowd: bool = False, tol: float = 0.01
+) -> None:
     """Same images (by file name), same boxes within ``tol`` px in the same order, same class names."""
     assert sorted(a.names) == sorted(b.names)
     ra, rb = _by_name(a), _by_name(b)
@@ -105,7 +107,9 @@ def test_round_trip_random_boxes_each_format(tmp_path_factory, w, h, data):
     tmp = tmp_path_factory.mktemp("rt")
     img = write_image(tmp / "src" / "im.png", w, h)
     labels = np.asarray(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), np.int64)
-    ds = DatasetRecords(["a", "b", "c"], {"train": [ImageRecord(img, w, h, np.asarray(boxes, np.float32), labels)]})
+    ds = DatasetRecords(
+        ["a", "b", "c"], {"train": [ImageRecord(img, w, h, np.asarray(boxes, np.float32), labels)]}
+    )
     ds = DatasetRecords(ds.names, {"train": [ImageRecord(img, w, h, ds.splits["train"][0].boxes, labels)]})
     for to in ("coco", "yolo", "voc"):
         write_dataset(ds, tmp / to, to)
@@ -121,7 +125,8 @@ def test_yolo_details(tmp_path):
     write_image(root / "images" / "val" / "c.png", 20, 20)
     (root / "labels" / "train").mkdir(parents=True)
     (root / "labels" / "train" / "a.txt").write_text(
-        "0 0.5 0.5 0.2 0.4\n\n1 0.1 0.2 0.3 0.2 0.2 0.4\n")  # a box, a blank line, a polygon
+        "0 0.5 0.5 0.2 0.4\n\n1 0.1 0.2 0.3 0.2 0.2 0.4\n"
+    )  # a box, a blank line, a polygon
     (root / "val.txt").write_text("./images/val/c.png\n")
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: val.txt\nnames: [cat, dog]\n")
     ds, defects, fmt = read_dataset(root)
@@ -140,10 +145,12 @@ def test_yolo_names_mapping_and_errors(tmp_path):
     y = tmp_path / "data.yaml"
     y.write_text("train: images/train\nnames: {0: x, 1: y}\n")
     assert read_dataset(y)[0].names == ["x", "y"]
-    for text, msg in [("train: images/train\nnames: {0: x, 2: y}\n", "keys must be 0..1"),
-                      ("train: images/train\nnc: 3\nnames: [x]\n", "'nc' is 3"),
-                      ("names: [x]\n", "at least one of"),
-                      ("train: [images/train\n", "not valid yaml")]:
+    for text, msg in [
+        ("train: images/train\nnames: {0: x, 2: y}\n", "keys must be 0..1"),
+        ("train: images/train\nnc: 3\nnames: [x]\n", "'nc' is 3"),
+        ("names: [x]\n", "at least one of"),
+        ("train: [images/train\n", "not valid yaml"),
+    ]:
         y.write_text(text)
         with pytest.raises(DetoptDataError, match=msg):
             read_dataset(y)
@@ -158,7 +165,8 @@ def test_voc_details(tmp_path):
         "<object><name>zebra</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
         "<xmax>10</xmax><ymax>20</ymax></bndbox></object>"
         "<object><name>ant</name><difficult>1</difficult><bndbox><xmin>5.5</xmin><ymin>2</ymin>"
-        "<xmax>30</xmax><ymax>7</ymax></bndbox></object></annotation>")
+        "<xmax>30</xmax><ymax>7</ymax></bndbox></object></annotation>"
+    )
     ds, defects, fmt = read_dataset(root)
     assert fmt == "voc" and defects == [] and list(ds.splits) == ["train"]
     r = ds.splits["train"][0]
@@ -202,7 +210,9 @@ def test_link_mode_and_failed_write_leaves_nothing(tiny_coco, tmp_path):
     write_dataset(ds, tmp_path / "linked", "voc", mode="link")
     imgs = list((tmp_path / "linked" / "JPEGImages").iterdir())
     assert imgs and all(p.is_symlink() and p.resolve().is_file() for p in imgs)
-    bad = DatasetRecords(ds.names, {"train": [*ds.splits["train"], ImageRecord(tmp_path / "elsewhere" / "gone.jpg", 5, 5)]})
+    bad = DatasetRecords(
+        ds.names, {"train": [*ds.splits["train"], ImageRecord(tmp_path / "elsewhere" / "gone.jpg", 5, 5)]}
+    )
     with pytest.raises(FileNotFoundError):
         write_dataset(bad, tmp_path / "partial", "coco")
     assert not (tmp_path / "partial").exists()
@@ -213,7 +223,9 @@ def test_load_dataset_stops_on_defects_unless_skipping(tiny_coco):
     d = json.loads(tiny_coco.read_text(encoding="utf-8"))
     d["annotations"][1]["bbox"] = [3, 4, -1, 5]
     tiny_coco.write_text(json.dumps(d), encoding="utf-8")
-    with pytest.raises(DetoptDataError, match=r"1 defects \(1 non_positive_size\).*skip the 1 defective") as e:
+    with pytest.raises(
+        DetoptDataError, match=r"1 defects \(1 non_positive_size\).*skip the 1 defective"
+    ) as e:
         load_dataset(tiny_coco)
     assert e.value.defects[0].kind == "non_positive_size"
     with pytest.warns(UserWarning, match="skipped 1 defective images"):

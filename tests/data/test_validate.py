@@ -122,26 +122,36 @@ def bad_coco(tmp_path) -> tuple[Path, set[tuple[str, str, int | None]]]:
     root = tmp_path / "coco"
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg"):
         _jpeg(root / "img" / name)
-    images = [{"id": 1, "file_name": "img/a.jpg", "width": 40, "height": 30},
-              {"id": 2, "file_name": "img/b.jpg", "width": 40, "height": 30},
-              {"id": 2, "file_name": "img/c.jpg", "width": 40, "height": 30},  # duplicate id
-              {"id": 4, "file_name": "img/missing.jpg", "width": 40, "height": 30},  # missing image
-              {"id": 5, "file_name": "img/d.jpg", "width": 41, "height": 30},  # size mismatch
-              {"id": 6, "file_name": "img/e.jpg", "width": 40, "height": 30},
-              {"id": 7, "file_name": "img/f.jpg", "width": 40, "height": 30},
-              {"id": 8, "file_name": "img/g.jpg", "width": 40, "height": 30}]
-    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
-            {"id": 1, "image_id": 6, "category_id": 1, "bbox": [1, 1, 5, 5]},  # duplicate annotation id
-            {"id": 3, "image_id": 7, "category_id": 99, "bbox": [1, 1, 5, 5]},  # unknown category
-            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [1, "x", 5, 5]},  # not a number
-            {"id": 5, "image_id": 8, "category_id": 1, "bbox": [float("nan"), 1, 5, 5]},  # NaN
-            {"id": 6, "image_id": 77, "category_id": 1, "bbox": [1, 1, 5, 5]}]  # no such image
-    (root / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                 "categories": [{"id": 1, "name": "x"}]}))
-    expected = {("duplicate_id", "train.json", None), ("missing_image", "train.json", None),
-                ("size_mismatch", "d.jpg", None), ("duplicate_id", "train.json", None),
-                ("class_out_of_range", "train.json", None), ("not_a_number", "train.json", None),
-                ("non_finite", "train.json", None)}
+    images = [
+        {"id": 1, "file_name": "img/a.jpg", "width": 40, "height": 30},
+        {"id": 2, "file_name": "img/b.jpg", "width": 40, "height": 30},
+        {"id": 2, "file_name": "img/c.jpg", "width": 40, "height": 30},  # duplicate id
+        {"id": 4, "file_name": "img/missing.jpg", "width": 40, "height": 30},  # missing image
+        {"id": 5, "file_name": "img/d.jpg", "width": 41, "height": 30},  # size mismatch
+        {"id": 6, "file_name": "img/e.jpg", "width": 40, "height": 30},
+        {"id": 7, "file_name": "img/f.jpg", "width": 40, "height": 30},
+        {"id": 8, "file_name": "img/g.jpg", "width": 40, "height": 30},
+    ]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+        {"id": 1, "image_id": 6, "category_id": 1, "bbox": [1, 1, 5, 5]},  # duplicate annotation id
+        {"id": 3, "image_id": 7, "category_id": 99, "bbox": [1, 1, 5, 5]},  # unknown category
+        {"id": 4, "image_id": 2, "category_id": 1, "bbox": [1, "x", 5, 5]},  # not a number
+        {"id": 5, "image_id": 8, "category_id": 1, "bbox": [float("nan"), 1, 5, 5]},  # NaN
+        {"id": 6, "image_id": 77, "category_id": 1, "bbox": [1, 1, 5, 5]},
+    ]  # no such image
+    (root / "train.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]})
+    )
+    expected = {
+        ("duplicate_id", "train.json", None),
+        ("missing_image", "train.json", None),
+        ("size_mismatch", "d.jpg", None),
+        ("duplicate_id", "train.json", None),
+        ("class_out_of_range", "train.json", None),
+        ("not_a_number", "train.json", None),
+        ("non_finite", "train.json", None),
+    }
     return root / "train.json", expected
 
 
@@ -150,8 +160,16 @@ def test_coco_corpus_every_defect_named(bad_coco):
     report = validate_dataset(path)
     assert _found(report) == expected
     msgs = "\n".join(report.lines())
-    for needle in ["image id 2 used twice", "annotation id used twice", "category_id 99", "missing.jpg does not exist",
-                   "declared 41x30, decoded 40x30", "image_id 77 is not among", "non-number", "non-finite"]:
+    for needle in [
+        "image id 2 used twice",
+        "annotation id used twice",
+        "category_id 99",
+        "missing.jpg does not exist",
+        "declared 41x30, decoded 40x30",
+        "image_id 77 is not among",
+        "non-number",
+        "non-finite",
+    ]:
         assert needle in msgs
     assert len(report.defects) == 8  # two missing_image: a file and an image_id
 
@@ -167,18 +185,24 @@ def test_malformed_files_are_reported_not_raised(tmp_path):
     (voc / "Annotations" / "x.xml").write_text("<annotation><filename>x.jpg</filename><object>")
     (voc / "Annotations" / "y.xml").write_text(
         "<annotation><filename>y.jpg</filename><object><name>cow</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
-        "<xmax>500</xmax><ymax>5</ymax></bndbox></object></annotation>")
+        "<xmax>500</xmax><ymax>5</ymax></bndbox></object></annotation>"
+    )
     (voc / "classes.txt").write_text("dog\n")
     r = validate_dataset(voc)
-    assert {(d.kind, d.file.name) for d in r.defects} == {("malformed_file", "x.xml"),
-                                                         ("class_out_of_range", "y.xml"), ("out_of_image", "y.xml")}
+    assert {(d.kind, d.file.name) for d in r.defects} == {
+        ("malformed_file", "x.xml"),
+        ("class_out_of_range", "y.xml"),
+        ("out_of_image", "y.xml"),
+    }
 
 
 def test_split_overlap_is_a_defect(tmp_path):
     _jpeg(tmp_path / "images" / "a.jpg")
     (tmp_path / "data.yaml").write_text("train: images\nval: images\nnames: [a]\n")
     r = validate_dataset(tmp_path / "data.yaml")
-    assert [d.kind for d in r.defects] == ["duplicate_id"] and "both 'train' and 'val'" in r.defects[0].message
+    assert [d.kind for d in r.defects] == ["duplicate_id"] and "both 'train' and 'val'" in r.defects[
+        0
+    ].message
 
 
 def test_the_corpora_cover_every_defect_kind(bad_yolo, bad_coco, tmp_path):

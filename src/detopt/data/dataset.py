@@ -44,8 +44,15 @@ class DetectionDataset(Dataset):
     ``meta`` (:class:`LetterboxMeta`, to map predictions back).
     """
 
-    def __init__(self, records: list[ImageRecord], img_size: int = 640, cache: bool = False,
-                 transform: Transform | None = None, pad_value: int = 114, scaleup: bool = True) -> None:
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        img_size: int = 640,
+        cache: bool = False,
+        transform: Transform | None = None,
+        pad_value: int = 114,
+        scaleup: bool = True,
+    ) -> None:
         if img_size < 1:
             raise ValueError(f"img_size must be >= 1, got {img_size}")
         self.records = list(records)
@@ -69,7 +76,9 @@ class DetectionDataset(Dataset):
         img = decode_image(r.path)
         h, w = img.shape[:2]
         if (w, h) != (r.width, r.height):
-            raise DetoptDataError(f"{r.path}: decoded size {w}x{h} differs from the annotated {r.width}x{r.height}")
+            raise DetoptDataError(
+                f"{r.path}: decoded size {w}x{h} differs from the annotated {r.width}x{r.height}"
+            )
         meta = self._meta(r, h, w)
         if (meta.resized_w, meta.resized_h) != (w, h):
             import cv2
@@ -102,17 +111,25 @@ class DetectionDataset(Dataset):
             if len(boxes) != n:  # a transform may drop boxes; crowd flags cannot follow then
                 crowd = np.zeros(len(boxes), bool)
         rgb = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
-        return {"image": torch.from_numpy(rgb), "boxes": torch.from_numpy(np.asarray(boxes, np.float32)),
-                "labels": torch.from_numpy(np.asarray(labels, np.int64)), "crowd": torch.from_numpy(crowd),
-                "index": i, "path": str(r.path), "orig_size": orig, "meta": meta}
+        return {
+            "image": torch.from_numpy(rgb),
+            "boxes": torch.from_numpy(np.asarray(boxes, np.float32)),
+            "labels": torch.from_numpy(np.asarray(labels, np.int64)),
+            "crowd": torch.from_numpy(crowd),
+            "index": i,
+            "path": str(r.path),
+            "orig_size": orig,
+            "meta": meta,
+        }
 
 
-def check_records(records: list[ImageRecord], skip_invalid: bool = False, workers: int | None = None,
-                  what: str = "data set") -> tuple[list[ImageRecord], list[Defect]]:
+def check_records(
+    records: list[ImageRecord], skip_invalid: bool = False, workers: int | None = None, what: str = "data set"
+) -> tuple[list[ImageRecord], list[Defect]]:
     """Decode every image once (empty, truncated, non-image, wrong size) before training.
 
     Returns:
-        (the records to use, the defects found).
+        (the records to use, the defects found: the caller reports them).
 
     Raises:
         DetoptDataError: a defect and not ``skip_invalid``.
@@ -123,14 +140,12 @@ def check_records(records: list[ImageRecord], skip_invalid: bool = False, worker
     bad = {d.image for d in defects}
     if defects and not skip_invalid:
         listing = "\n".join(f"  {d}" for d in defects[:20])
-        raise DetoptDataError(f"{what}: {len(defects)} defective images; fix them (see `detopt data validate`) or "
-                              f"skip them with --skip-invalid:\n{listing}", defects)
-    kept = [r for r in records if r.path not in bad]
-    if defects:
-        kinds = ", ".join(f"{n} {k}" for k, n in count_by_kind(defects).items())
-        warnings.warn(f"{what}: skipped {len(records) - len(kept)} images that do not decode ({kinds})",
-                      stacklevel=2)
-    return kept, defects
+        raise DetoptDataError(
+            f"{what}: {len(defects)} defective images; fix them (see `detopt data validate`) or "
+            f"skip them with --skip-invalid:\n{listing}",
+            defects,
+        )
+    return [r for r in records if r.path not in bad], defects
 
 
 def collate_detections(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,14 +173,21 @@ def collate_detections(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - user transforms may draw from the legacy global RNG
     import random
 
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = False, workers: int = 0, seed: int = 0,
-                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 16,
+    shuffle: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader with :func:`collate_detections`, seeded shuffling and seeded workers."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -173,14 +195,30 @@ def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = False, w
         raise ValueError(f"workers must be >= 0, got {workers}")
     g = torch.Generator()
     g.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      collate_fn=collate_detections, generator=g, worker_init_fn=_seed_worker,
-                      drop_last=drop_last, pin_memory=pin_memory, persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate_detections,
+        generator=g,
+        worker_init_fn=_seed_worker,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )
 
 
-def dataset_from_source(src: str | Path, split: str, img_size: int = 640, images_dir: str | Path | None = None,
-                        skip_invalid: bool = False, cache: bool = False, transform: Transform | None = None,
-                        check_images: bool = True) -> tuple[DetectionDataset, list[str]]:
+def dataset_from_source(
+    src: str | Path,
+    split: str,
+    img_size: int = 640,
+    images_dir: str | Path | None = None,
+    skip_invalid: bool = False,
+    cache: bool = False,
+    transform: Transform | None = None,
+    check_images: bool = True,
+) -> tuple[DetectionDataset, list[str]]:
     """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split.
 
     Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
@@ -198,8 +236,11 @@ def dataset_from_source(src: str | Path, split: str, img_size: int = 640, images
     if split_defects and not skip_invalid:
         listing = "\n".join(f"  {d}" for d in split_defects[:20])
         more = f"\n  ... and {len(split_defects) - 20} more" if len(split_defects) > 20 else ""
-        raise DetoptDataError(f"{src}: {len(split_defects)} defects; fix them (see `detopt data validate`) or skip "
-                              f"the defective images with --skip-invalid:\n{listing}{more}", split_defects)
+        raise DetoptDataError(
+            f"{src}: {len(split_defects)} defects; fix them (see `detopt data validate`) or skip "
+            f"the defective images with --skip-invalid:\n{listing}{more}",
+            split_defects,
+        )
     records = ds.splits[split]
     if check_images:
         records, more_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
@@ -209,7 +250,7 @@ def dataset_from_source(src: str | Path, split: str, img_size: int = 640, images
     if split_defects:
         n_img = len({d.image for d in split_defects if d.image is not None})
         kinds = ", ".join(f"{n} {k}" for k, n in dataset.skipped.items())
-        warnings.warn(f"{src} [{split}]: skipped {n_img} defective images ({kinds}); {len(records)} kept",
-                      stacklevel=2)
+        warnings.warn(
+            f"{src} [{split}]: skipped {n_img} defective images ({kinds}); {len(records)} kept", stacklevel=2
+        )
     return dataset, ds.names
-

@@ -94,19 +94,46 @@ def check_box(
     """
     x1, y1, x2, y2 = box
     if not all(math.isfinite(v) for v in box):
-        return None, [Defect("non_finite", file, line, f"{what}: non-finite coordinate in {_fmt(box)}", image)]
+        return None, [
+            Defect("non_finite", file, line, f"{what}: non-finite coordinate in {_fmt(box)}", image)
+        ]
     if x2 <= x1 or y2 <= y1:
-        return None, [Defect("non_positive_size", file, line,
-                             f"{what}: zero or negative width/height: box {_fmt(box)}", image)]
+        return None, [
+            Defect(
+                "non_positive_size",
+                file,
+                line,
+                f"{what}: zero or negative width/height: box {_fmt(box)}",
+                image,
+            )
+        ]
     if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
-        return None, [Defect("out_of_image", file, line,
-                             f"{what}: box {_fmt(box)} is outside the {width}x{height} image "
-                             f"by more than {tolerance:g} px", image)]
-    clipped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
-               min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+        return None, [
+            Defect(
+                "out_of_image",
+                file,
+                line,
+                f"{what}: box {_fmt(box)} is outside the {width}x{height} image "
+                f"by more than {tolerance:g} px",
+                image,
+            )
+        ]
+    clipped = [
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+        min(max(x2, 0.0), width),
+        min(max(y2, 0.0), height),
+    ]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        return None, [Defect("out_of_image", file, line,
-                             f"{what}: box {_fmt(box)} has no area inside the {width}x{height} image", image)]
+        return None, [
+            Defect(
+                "out_of_image",
+                file,
+                line,
+                f"{what}: box {_fmt(box)} has no area inside the {width}x{height} image",
+                image,
+            )
+        ]
     return clipped, []
 
 

@@ -12,8 +12,15 @@ from detopt.data.defects import Defect
 from detopt.errors import DetoptDataError
 
 _EXIF_ORIENTATION = 0x0112
-_ORIENTATION_NAMES = {2: "mirrored", 3: "rotated 180°", 4: "flipped vertically", 5: "transposed",
-                      6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° counter-clockwise"}
+_ORIENTATION_NAMES = {
+    2: "mirrored",
+    3: "rotated 180°",
+    4: "flipped vertically",
+    5: "transposed",
+    6: "rotated 90° clockwise",
+    7: "transversed",
+    8: "rotated 90° counter-clockwise",
+}
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
@@ -74,8 +81,9 @@ def exif_orientation(path: Path) -> int:
         return 1
 
 
-def check_image(path: Path, width: int | None = None, height: int | None = None,
-                declared_in: Path | None = None) -> tuple[tuple[int, int] | None, list[Defect]]:
+def check_image(
+    path: Path, width: int | None = None, height: int | None = None, declared_in: Path | None = None
+) -> tuple[tuple[int, int] | None, list[Defect]]:
     """Decode one image completely and report what is wrong with it.
 
     Args:
@@ -100,17 +108,31 @@ def check_image(path: Path, width: int | None = None, height: int | None = None,
         return None, [Defect("unreadable_image", path, None, why, path)]
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None or img.size == 0:
-        return None, [Defect("unreadable_image", path, None,
-                             f"not a decodable image ({len(data)} bytes)", path)]
+        return None, [
+            Defect("unreadable_image", path, None, f"not a decodable image ({len(data)} bytes)", path)
+        ]
     h, w = img.shape[:2]
     if width is not None and height is not None and (w, h) != (width, height):
-        defects.append(Defect("size_mismatch", declared_in or path, None,
-                              f"{path.name}: declared {width}x{height}, decoded {w}x{h}", path))
+        defects.append(
+            Defect(
+                "size_mismatch",
+                declared_in or path,
+                None,
+                f"{path.name}: declared {width}x{height}, decoded {w}x{h}",
+                path,
+            )
+        )
     orientation = exif_orientation(path)
     if orientation != 1:
-        defects.append(Defect(
-            "exif_rotation", path, None,
-            f"EXIF orientation {orientation} ({_ORIENTATION_NAMES.get(orientation, 'unknown')}): viewers show "
-            "it turned while labels usually refer to the stored pixels; re-save the image upright "
-            "and check its labels", path))
+        defects.append(
+            Defect(
+                "exif_rotation",
+                path,
+                None,
+                f"EXIF orientation {orientation} ({_ORIENTATION_NAMES.get(orientation, 'unknown')}): "
+                "viewers show it turned while labels usually refer to the stored pixels; "
+                "re-save the image upright and check its labels",
+                path,
+            )
+        )
     return (w, h), defects

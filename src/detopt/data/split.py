@@ -7,8 +7,9 @@ import numpy as np
 from detopt.structures.records import DatasetRecords, ImageRecord
 
 
-def stratified_split(records: list[ImageRecord], num_classes: int, val: float, seed: int = 0
-                     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def stratified_split(
+    records: list[ImageRecord], num_classes: int, val: float, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Split images so that each class appears in ~``val`` of its images in the validation part.
 
     Iterative stratification: take the class with the fewest unassigned images; give each of them
@@ -64,7 +65,9 @@ def stratified_split(records: list[ImageRecord], num_classes: int, val: float, s
             s = int(np.argmax(want_images))
             part[i] = s
             want_images[s] -= 1
-    return [r for r, s in zip(recs, part, strict=True) if s == 0], [r for r, s in zip(recs, part, strict=True) if s == 1]
+    return [r for r, s in zip(recs, part, strict=True) if s == 0], [
+        r for r, s in zip(recs, part, strict=True) if s == 1
+    ]
 
 
 def split_dataset(ds: DatasetRecords, val: float, seed: int = 0) -> DatasetRecords:

@@ -42,8 +42,11 @@ class DatasetStats:
     def size_counts(self) -> dict[str, int]:
         """COCO small / medium / large box counts (by w·h)."""
         a = self.areas
-        return {"small": int((a < SMALL).sum()), "medium": int(((a >= SMALL) & (a < MEDIUM)).sum()),
-                "large": int((a >= MEDIUM).sum())}
+        return {
+            "small": int((a < SMALL).sum()),
+            "medium": int(((a >= SMALL) & (a < MEDIUM)).sum()),
+            "large": int((a >= MEDIUM).sum()),
+        }
 
     def imbalance_ratio(self) -> float:
         """Instances of the most frequent class over the rarest present one (inf when a class has none)."""
@@ -57,42 +60,68 @@ class DatasetStats:
         q = [0.05, 0.25, 0.5, 0.75, 0.95]
 
         def quant(x: np.ndarray) -> dict[str, float] | None:
-            return {f"p{int(p * 100)}": round(float(v), 4) for p, v in zip(q, np.quantile(x, q), strict=True)} \
-                if len(x) else None
+            return (
+                {f"p{int(p * 100)}": round(float(v), 4) for p, v in zip(q, np.quantile(x, q), strict=True)}
+                if len(x)
+                else None
+            )
 
         per_class = {}
         for k, n in enumerate(self.names):
             a = self.areas[self.labels == k]
-            per_class[n] = {"instances": int(self.instances[k]), "images": int(self.images_with[k]),
-                            "small": int((a < SMALL).sum()), "medium": int(((a >= SMALL) & (a < MEDIUM)).sum()),
-                            "large": int((a >= MEDIUM).sum())}
+            per_class[n] = {
+                "instances": int(self.instances[k]),
+                "images": int(self.images_with[k]),
+                "small": int((a < SMALL).sum()),
+                "medium": int(((a >= SMALL) & (a < MEDIUM)).sum()),
+                "large": int((a >= MEDIUM).sum()),
+            }
         bpi = self.boxes_per_image
-        return {"images": self.images, "boxes": self.boxes, "backgrounds": self.backgrounds,
-                "classes": len(self.names), "per_class": per_class, "sizes": self.size_counts(),
-                "boxes_per_image": {"mean": round(float(bpi.mean()), 4) if len(bpi) else 0.0,
-                                    "max": int(bpi.max()) if len(bpi) else 0},
-                "aspect_ratio_w_over_h": quant(self.aspect), "relative_size": quant(self.rel_size),
-                "imbalance_ratio": self.imbalance_ratio()}
+        return {
+            "images": self.images,
+            "boxes": self.boxes,
+            "backgrounds": self.backgrounds,
+            "classes": len(self.names),
+            "per_class": per_class,
+            "sizes": self.size_counts(),
+            "boxes_per_image": {
+                "mean": round(float(bpi.mean()), 4) if len(bpi) else 0.0,
+                "max": int(bpi.max()) if len(bpi) else 0,
+            },
+            "aspect_ratio_w_over_h": quant(self.aspect),
+            "relative_size": quant(self.rel_size),
+            "imbalance_ratio": self.imbalance_ratio(),
+        }
 
     def lines(self) -> list[str]:
         d = self.to_dict()
-        out = [f"{self.images} images, {self.boxes} boxes, {self.backgrounds} background images, "
-               f"{len(self.names)} classes",
-               "",
-               f"{'class':<20} {'instances':>9} {'images':>7} {'small':>6} {'medium':>6} {'large':>6}"]
+        out = [
+            f"{self.images} images, {self.boxes} boxes, {self.backgrounds} background images, "
+            f"{len(self.names)} classes",
+            "",
+            f"{'class':<20} {'instances':>9} {'images':>7} {'small':>6} {'medium':>6} {'large':>6}",
+        ]
         for n, v in d["per_class"].items():
-            out.append(f"{n[:20]:<20} {v['instances']:>9} {v['images']:>7} {v['small']:>6} {v['medium']:>6} "
-                       f"{v['large']:>6}")
+            out.append(
+                f"{n[:20]:<20} {v['instances']:>9} {v['images']:>7} {v['small']:>6} {v['medium']:>6} "
+                f"{v['large']:>6}"
+            )
         s = d["sizes"]
         total = max(1, self.boxes)
-        out += ["", f"sizes (COCO): small {s['small']} ({s['small'] / total:.1%}), medium {s['medium']} "
-                    f"({s['medium'] / total:.1%}), large {s['large']} ({s['large'] / total:.1%})",
-                f"boxes per image: mean {d['boxes_per_image']['mean']:.2f}, max {d['boxes_per_image']['max']}"]
+        out += [
+            "",
+            f"sizes (COCO): small {s['small']} ({s['small'] / total:.1%}), medium {s['medium']} "
+            f"({s['medium'] / total:.1%}), large {s['large']} ({s['large'] / total:.1%})",
+            f"boxes per image: mean {d['boxes_per_image']['mean']:.2f}, max {d['boxes_per_image']['max']}",
+        ]
         if d["aspect_ratio_w_over_h"]:
             a = d["aspect_ratio_w_over_h"]
             out.append(f"aspect ratio w/h: median {a['p50']:.3g}, 5-95 % {a['p5']:.3g} .. {a['p95']:.3g}")
             r = d["relative_size"]
-            out.append(f"relative size sqrt(box/image): median {r['p50']:.3g}, 5-95 % {r['p5']:.3g} .. {r['p95']:.3g}")
+            out.append(
+                f"relative size sqrt(box/image): median {r['p50']:.3g}, "
+                f"5-95 % {r['p5']:.3g} .. {r['p95']:.3g}"
+            )
         out.append(f"imbalance ratio (most / least frequent class): {d['imbalance_ratio']:.3g}")
         return out
 
@@ -117,11 +146,19 @@ def dataset_stats(ds: DatasetRecords) -> DatasetStats:
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     areas = w * h
     per_image_arr = np.asarray(per_image, np.int64)
-    return DatasetStats(names=list(ds.names), images=len(recs), boxes=len(b),
-                        backgrounds=int((per_image_arr == 0).sum()),
-                        instances=np.bincount(lab, minlength=k).astype(np.int64), images_with=images_with,
-                        boxes_per_image=per_image_arr, areas=areas, labels=lab,
-                        aspect=w / np.maximum(h, 1e-12), rel_size=np.sqrt(areas / np.maximum(ia, 1e-12)))
+    return DatasetStats(
+        names=list(ds.names),
+        images=len(recs),
+        boxes=len(b),
+        backgrounds=int((per_image_arr == 0).sum()),
+        instances=np.bincount(lab, minlength=k).astype(np.int64),
+        images_with=images_with,
+        boxes_per_image=per_image_arr,
+        areas=areas,
+        labels=lab,
+        aspect=w / np.maximum(h, 1e-12),
+        rel_size=np.sqrt(areas / np.maximum(ia, 1e-12)),
+    )
 
 
 def save_stats_plots(st: DatasetStats, out_dir: str | Path) -> list[Path]:
@@ -142,7 +179,9 @@ def save_stats_plots(st: DatasetStats, out_dir: str | Path) -> list[Path]:
     ax = fig.add_subplot()
     x = np.arange(len(st.names))
     ax.bar(x, st.instances, color="#4878d0")
-    ax.set_xticks(x, st.names, rotation=45 if len(st.names) > 6 else 0, ha="right" if len(st.names) > 6 else "center")
+    ax.set_xticks(
+        x, st.names, rotation=45 if len(st.names) > 6 else 0, ha="right" if len(st.names) > 6 else "center"
+    )
     ax.set_ylabel("instances")
     ir = st.imbalance_ratio()
     ax.set_title(f"instances per class (imbalance ratio {ir:.3g})")

@@ -73,16 +73,34 @@ def _unit_polygon(cls: int, rng: np.random.Generator) -> np.ndarray | None:
         return np.stack([r * np.cos(a), r * np.sin(a)], 1)
     if name == "cross":
         w = 0.32
-        return np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w], [-1, w],
-                         [-1, -w], [-w, -w]], np.float64)
+        return np.array(
+            [
+                [-w, -1],
+                [w, -1],
+                [w, -w],
+                [1, -w],
+                [1, w],
+                [w, w],
+                [w, 1],
+                [-w, 1],
+                [-w, w],
+                [-1, w],
+                [-1, -w],
+                [-w, -w],
+            ],
+            np.float64,
+        )
     if name == "arrow":
-        return np.array([[-1, -0.28], [0.15, -0.28], [0.15, -0.7], [1, 0], [0.15, 0.7], [0.15, 0.28], [-1, 0.28]],
-                        np.float64)
+        return np.array(
+            [[-1, -0.28], [0.15, -0.28], [0.15, -0.7], [1, 0], [0.15, 0.7], [0.15, 0.28], [-1, 0.28]],
+            np.float64,
+        )
     return None
 
 
-def _draw_shape(mask: np.ndarray, cls: int, c: tuple[float, float], r: float, theta: float,
-                rng: np.random.Generator) -> None:
+def _draw_shape(
+    mask: np.ndarray, cls: int, c: tuple[float, float], r: float, theta: float, rng: np.random.Generator
+) -> None:
     """Fill class ``cls`` (radius ``r`` px, rotation ``theta``) into ``mask`` with ones."""
     name = CLASSES[cls]
     cx, cy = c
@@ -98,7 +116,10 @@ def _draw_shape(mask: np.ndarray, cls: int, c: tuple[float, float], r: float, th
         return
     if name == "crescent":
         cv2.circle(mask, centre, max(1, int(round(r * _ONE))), 1, -1, cv2.LINE_8, _SHIFT)
-        off = (int(round((cx + 0.5 * r * math.cos(theta)) * _ONE)), int(round((cy + 0.5 * r * math.sin(theta)) * _ONE)))
+        off = (
+            int(round((cx + 0.5 * r * math.cos(theta)) * _ONE)),
+            int(round((cy + 0.5 * r * math.sin(theta)) * _ONE)),
+        )
         cv2.circle(mask, off, int(round(0.85 * r * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
         return
     pts = _unit_polygon(cls, rng)
@@ -107,8 +128,9 @@ def _draw_shape(mask: np.ndarray, cls: int, c: tuple[float, float], r: float, th
     cv2.fillPoly(mask, [np.round(xy * _ONE).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
 
 
-def _texture(kind: str, h: int, w: int, c1: np.ndarray, c2: np.ndarray, scale: float,
-             rng: np.random.Generator) -> np.ndarray:
+def _texture(
+    kind: str, h: int, w: int, c1: np.ndarray, c2: np.ndarray, scale: float, rng: np.random.Generator
+) -> np.ndarray:
     """``uint8 [h, w, 3]`` texture of a family, feature size ~``scale`` px."""
     if kind == "flat":
         return np.broadcast_to(c1, (h, w, 3))
@@ -145,8 +167,9 @@ def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish_kernel(img: np.ndarray, shift: np.ndarray, light: np.ndarray, noise: np.ndarray,
-                   sigma: np.float32) -> np.ndarray:
+def _finish_kernel(
+    img: np.ndarray, shift: np.ndarray, light: np.ndarray, noise: np.ndarray, sigma: np.float32
+) -> np.ndarray:
     """``uint8 [S, S, 3]``: ``round(clip((img + shift) * (1 + light_x + light_y) + sigma * noise))``."""
     h, w, c = img.shape
     out = np.empty((h, w, c), np.uint8)
@@ -193,10 +216,14 @@ class SceneGenerator:
                 p = rng.integers(0, s, 2)
                 if rng.random() < 0.5:
                     q = p + rng.integers(-25, 26, 2)
-                    cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in q), col, int(rng.integers(1, 3)))
+                    cv2.line(
+                        img, tuple(int(v) for v in p), tuple(int(v) for v in q), col, int(rng.integers(1, 3))
+                    )
                 else:
                     ax = (int(rng.integers(1, 6)), int(rng.integers(1, 4)))
-                    cv2.ellipse(img, tuple(int(v) for v in p), ax, float(rng.uniform(0, 180)), 0, 360, col, -1)
+                    cv2.ellipse(
+                        img, tuple(int(v) for v in p), ax, float(rng.uniform(0, 180)), 0, 360, col, -1
+                    )
             return cv2.GaussianBlur(img, (3, 3), 0.8)
         # fine noise texture (sand, grass)
         base = self._background(rng, 0).astype(np.int16)
@@ -217,7 +244,7 @@ class SceneGenerator:
         rng = np.random.default_rng([self.seed, _SPLIT_CODE.get(split, 9), index])
         bg = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
         y0, x0 = rng.integers(0, s, 2)
-        crop = bg[y0:y0 + s, x0:x0 + s]
+        crop = bg[y0 : y0 + s, x0 : x0 + s]
         img = cv2.flip(crop, 1) if rng.random() < 0.5 else crop.copy()
         shift = rng.integers(-40, 41, 3).astype(np.float32)
         ids = np.zeros((s, s), np.int16)  # 0 = background or distractor, k = object k
@@ -251,7 +278,7 @@ class SceneGenerator:
             ix1, iy1 = min(bx0 + size, s), min(by0 + size, s)
             if ix1 <= ix0 or iy1 <= iy0:
                 continue
-            m = mask[iy0 - by0:iy1 - by0, ix0 - bx0:ix1 - bx0].astype(bool)
+            m = mask[iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0].astype(bool)
             inside = int(m.sum())
             if is_obj and (inside < _MIN_PIXELS or inside < 0.5 * int(mask.sum())):
                 continue  # too small or mostly outside the image
@@ -266,7 +293,11 @@ class SceneGenerator:
                 vis = left
             h, w = iy1 - iy0, ix1 - ix0
             c1, c2 = _colour_pair(rng)
-            kind = _CLASS_TEXTURE[cls] if is_obj else _DISTRACTOR_TEXTURES[int(rng.integers(len(_DISTRACTOR_TEXTURES)))]
+            kind = (
+                _CLASS_TEXTURE[cls]
+                if is_obj
+                else _DISTRACTOR_TEXTURES[int(rng.integers(len(_DISTRACTOR_TEXTURES)))]
+            )
             tex = _texture(kind, h, w, c1, c2, max(2.0, d / 6), rng)
             patch = img[iy0:iy1, ix0:ix1]
             patch[m] = tex[m]
@@ -285,14 +316,25 @@ class SceneGenerator:
         img = self._finish(img, shift, rng)
         return img, self._objects(ids, labels, regions)
 
-    def _draw_distractor(self, mask: np.ndarray, c: tuple[float, float], r: float, theta: float,
-                         rng: np.random.Generator) -> None:
+    def _draw_distractor(
+        self, mask: np.ndarray, c: tuple[float, float], r: float, theta: float, rng: np.random.Generator
+    ) -> None:
         kind = int(rng.integers(4))
         centre = (int(round(c[0] * _ONE)), int(round(c[1] * _ONE)))
         if kind == 0:  # long ellipse
             k = rng.uniform(2.5, 5)
-            cv2.ellipse(mask, centre, (max(1, int(r * _ONE)), max(1, int(r / k * _ONE))), math.degrees(theta), 0, 360,
-                        1, -1, cv2.LINE_8, _SHIFT)
+            cv2.ellipse(
+                mask,
+                centre,
+                (max(1, int(r * _ONE)), max(1, int(r / k * _ONE))),
+                math.degrees(theta),
+                0,
+                360,
+                1,
+                -1,
+                cv2.LINE_8,
+                _SHIFT,
+            )
         elif kind == 1:  # bar
             k = rng.uniform(3, 8)
             rect = ((c[0], c[1]), (2 * r, max(1.0, 2 * r / k)), math.degrees(theta))
@@ -313,13 +355,15 @@ class SceneGenerator:
         light = np.stack([gx * np.linspace(-0.5, 0.5, s), gy * np.linspace(-0.5, 0.5, s)]).astype(np.float32)
         ny, nx = rng.integers(0, s, 2)
         sigma = float(rng.uniform(2, 9))
-        out = _finish_kernel(img, shift, light, self.noise[ny:ny + s, nx:nx + s], np.float32(sigma))
+        out = _finish_kernel(img, shift, light, self.noise[ny : ny + s, nx : nx + s], np.float32(sigma))
         if rng.random() < 0.3:
             out = cv2.GaussianBlur(out, (3, 3), float(rng.uniform(0.4, 0.9)))
         return out
 
     @staticmethod
-    def _objects(ids: np.ndarray, labels: list[int], regions: list[tuple[int, int, int, int]]) -> list[SynthObject]:
+    def _objects(
+        ids: np.ndarray, labels: list[int], regions: list[tuple[int, int, int, int]]
+    ) -> list[SynthObject]:
         """Box, polygons and area of each object's visible pixels (inside its painted region)."""
         out = []
         for j in range(1, len(labels)):
@@ -332,8 +376,11 @@ class SceneGenerator:
             crop = m[ry0:ry1, cx0:cx1].astype(np.uint8)
             contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             ox, oy = x0 + cx0, y0 + ry0
-            polys = [(ct.reshape(-1, 2) + (ox, oy)).reshape(-1).astype(float).tolist()
-                     for ct in contours if len(ct) >= 3]
+            polys = [
+                (ct.reshape(-1, 2) + np.array([ox, oy])).reshape(-1).astype(float).tolist()
+                for ct in contours
+                if len(ct) >= 3
+            ]
             box = (float(ox), float(oy), float(x0 + cx1), float(y0 + ry1))
             out.append(SynthObject(box, labels[j], polys, int(crop.sum())))
         return out
@@ -353,8 +400,10 @@ def _write_chunk(args: tuple[int, int, str, Path, list[int]]) -> list[tuple[str,
         lines = []
         for o in objs:
             x1, y1, x2, y2 = o.box
-            lines.append(f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
-                         f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n")
+            lines.append(
+                f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
+                f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n"
+            )
         (out / "labels" / split / f"{split}_{i:06d}.txt").write_text("".join(lines))
         rows.append((name, objs))
     return rows
@@ -371,8 +420,15 @@ def _generator(imgsz: int, seed: int) -> SceneGenerator:
     return _GEN_CACHE[key]
 
 
-def write_synthetic(out: str | Path, train: int = 2000, val: int = 300, imgsz: int = 320, seed: int = 0,
-                    workers: int = 1, overwrite: bool = False) -> dict[str, int]:
+def write_synthetic(
+    out: str | Path,
+    train: int = 2000,
+    val: int = 300,
+    imgsz: int = 320,
+    seed: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> dict[str, int]:
     """Write the embedded data set as YOLO (``data.yaml``, ``images/``, ``labels/``) and COCO
     (``annotations/<split>.json`` with polygons; ``file_name`` relative to ``out``).
 
@@ -408,8 +464,13 @@ def write_synthetic(out: str | Path, train: int = 2000, val: int = 300, imgsz: i
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
             counts[f"{split}_images"] = n
             counts[f"{split}_objects"] = len(coco["annotations"])
-        spec = {"path": ".", "train": "images/train", "val": "images/val", "nc": len(CLASSES),
-                "names": dict(enumerate(CLASSES))}
+        spec = {
+            "path": ".",
+            "train": "images/train",
+            "val": "images/val",
+            "nc": len(CLASSES),
+            "names": dict(enumerate(CLASSES)),
+        }
         (tmp / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return counts
 
@@ -420,12 +481,24 @@ def _coco_json(rows: list[tuple[str, list[SynthObject]]], split: str, imgsz: int
         images.append({"id": i + 1, "file_name": f"images/{split}/{name}", "width": imgsz, "height": imgsz})
         for o in objs:
             x1, y1, x2, y2 = o.box
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": o.label + 1,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": o.area, "iscrowd": 0,
-                         "segmentation": o.polygons})
-    return {"info": {"description": "detopt synthetic shapes"}, "licenses": [], "images": images,
-            "annotations": anns,
-            "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASSES)]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": o.label + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": o.area,
+                    "iscrowd": 0,
+                    "segmentation": o.polygons,
+                }
+            )
+    return {
+        "info": {"description": "detopt synthetic shapes"},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASSES)],
+    }
 
 
 def default_workers() -> int:

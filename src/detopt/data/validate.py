@@ -52,19 +52,24 @@ class ValidationReport:
             out.append("")
         fmt = self.format or "unreadable"
         split_text = ", ".join(f"{k} {v}" for k, v in self.splits.items())
-        out.append(f"{self.source} ({fmt}): {self.images} images ({split_text}), {self.clean_images} clean, "
-                   f"{self.boxes} boxes, {self.backgrounds} background images (no boxes; not a defect)")
+        out.append(
+            f"{self.source} ({fmt}): {self.images} images ({split_text}), {self.clean_images} clean, "
+            f"{self.boxes} boxes, {self.backgrounds} background images (no boxes; not a defect)"
+        )
         if self.defects:
             images_hit = len({d.image for d in self.defects if d.image is not None})
-            out.append(f"{len(self.defects)} defects in {images_hit} images: "
-                       + ", ".join(f"{k} {n}" for k, n in self.by_kind().items()))
+            out.append(
+                f"{len(self.defects)} defects in {images_hit} images: "
+                + ", ".join(f"{k} {n}" for k, n in self.by_kind().items())
+            )
         else:
             out.append("no defects")
         return out
 
 
-def validate_dataset(src: str | Path, images_dir: str | Path | None = None, tolerance: float = 1.0,
-                     workers: int | None = None) -> ValidationReport:
+def validate_dataset(
+    src: str | Path, images_dir: str | Path | None = None, tolerance: float = 1.0, workers: int | None = None
+) -> ValidationReport:
     """Read a data set, decode every image and collect every defect.
 
     Besides what the readers find (see :data:`~detopt.data.defects.DEFECT_KINDS`), every image is
@@ -91,13 +96,23 @@ def validate_dataset(src: str | Path, images_dir: str | Path | None = None, tole
     _check_split_overlap(ds, report)
     clean_paths = {r.path for r in ds.all_records()}
     declared = {r.path: (r.width, r.height) for r in ds.all_records()}
-    other = sorted({d.image for d in defects if d.image is not None and d.image not in clean_paths
-                    and d.kind not in ("missing_image", "unreadable_image") and d.image.is_file()})
+    other = sorted(
+        {
+            d.image
+            for d in defects
+            if d.image is not None
+            and d.image not in clean_paths
+            and d.kind not in ("missing_image", "unreadable_image")
+            and d.image.is_file()
+        }
+    )
     todo = sorted(clean_paths) + other
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda p: check_image(p, *declared.get(p, (None, None)), declared_in=None), todo))
+        results = list(
+            pool.map(lambda p: check_image(p, *declared.get(p, (None, None)), declared_in=None), todo)
+        )
     bad_images = {d.image for d in report.defects if d.image is not None}
-    for (_, found) in results:
+    for _, found in results:
         for d in found:
             report.defects.append(d)
             bad_images.add(d.image)
@@ -116,8 +131,11 @@ def _check_split_overlap(ds: DatasetRecords, report: ValidationReport) -> None:
         for r in recs:
             key = r.path.resolve()
             if key in first and first[key] != split:
-                report.defects.append(Defect("duplicate_id", r.path, None,
-                                             f"image is in both {first[key]!r} and {split!r}", r.path))
+                report.defects.append(
+                    Defect(
+                        "duplicate_id", r.path, None, f"image is in both {first[key]!r} and {split!r}", r.path
+                    )
+                )
             first.setdefault(key, split)
 
 

@@ -38,7 +38,9 @@ def detect_format(src: str | Path) -> tuple[str, Path]:
             return "coco", p
         if p.suffix.lower() in (".yaml", ".yml"):
             return "yolo", p
-        raise DetoptDataError(f"{p}: not a data set (expected a COCO .json, a YOLO data.yaml or a VOC folder)")
+        raise DetoptDataError(
+            f"{p}: not a data set (expected a COCO .json, a YOLO data.yaml or a VOC folder)"
+        )
     if is_voc_dir(p):
         return "voc", p
     y = is_yolo_dir(p)
@@ -75,7 +77,9 @@ def read_dataset(
     return ds, defects, fmt_name
 
 
-def _read_coco_dir(path: Path, images_dir: str | Path | None, tolerance: float) -> tuple[DatasetRecords, list[Defect]]:
+def _read_coco_dir(
+    path: Path, images_dir: str | Path | None, tolerance: float
+) -> tuple[DatasetRecords, list[Defect]]:
     files = sorted(path.glob("*.json"))
     names: list[str] | None = None
     splits = {}
@@ -87,7 +91,9 @@ def _read_coco_dir(path: Path, images_dir: str | Path | None, tolerance: float) 
         if names is None:
             names = ds.names
         elif ds.names != names:
-            raise DetoptDataError(f"{f}: its categories {ds.names} differ from those of {files[0].name} {names}")
+            raise DetoptDataError(
+                f"{f}: its categories {ds.names} differ from those of {files[0].name} {names}"
+            )
         splits.update(ds.splits)
     return DatasetRecords(names=names or [], splits=splits), defects
 
@@ -112,14 +118,25 @@ def load_dataset(
             more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
             raise DetoptDataError(
                 f"{src}: {len(defects)} defects ({kinds}); fix them (see `detopt data validate`) or skip the "
-                f"{skipped} defective images with --skip-invalid:\n{listing}{more}", defects)
-        warnings.warn(f"{src}: skipped {skipped} defective images ({len(defects)} defects: {kinds}); "
-                      f"{ds.num_images} images kept", stacklevel=2)
+                f"{skipped} defective images with --skip-invalid:\n{listing}{more}",
+                defects,
+            )
+        warnings.warn(
+            f"{src}: skipped {skipped} defective images ({len(defects)} defects: {kinds}); "
+            f"{ds.num_images} images kept",
+            stacklevel=2,
+        )
     return ds
 
 
-def write_dataset(ds: DatasetRecords, dst: str | Path, to: str, mode: str = "copy", overwrite: bool = False,
-                  sources: list[Path] | None = None) -> list[str]:
+def write_dataset(
+    ds: DatasetRecords,
+    dst: str | Path,
+    to: str,
+    mode: str = "copy",
+    overwrite: bool = False,
+    sources: list[Path] | None = None,
+) -> list[str]:
     """Write ``ds`` as ``to`` (``coco``/``yolo``/``voc``) into the folder ``dst``.
 
     Images are copied (``mode="copy"``) or symlinked (``"link"``), never moved. The folder is
@@ -144,5 +161,13 @@ def write_dataset(ds: DatasetRecords, dst: str | Path, to: str, mode: str = "cop
         return writer(ds, tmp, mode)
 
 
-__all__ = ["FORMATS", "detect_format", "load_dataset", "read_coco", "read_dataset", "read_voc", "read_yolo",
-           "write_dataset"]
+__all__ = [
+    "FORMATS",
+    "detect_format",
+    "load_dataset",
+    "read_coco",
+    "read_dataset",
+    "read_voc",
+    "read_yolo",
+    "write_dataset",
+]

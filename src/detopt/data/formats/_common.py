@@ -43,15 +43,19 @@ def output_dir(dst: Path, sources: list[Path], overwrite: bool) -> Iterator[Path
     for src in sources:
         root = src.parent if src.is_file() else src
         if _inside(dst, root):
-            raise DetoptDataError(f"{dst}: the output folder lies inside the source {root}; "
-                                  "choose a folder outside it")
+            raise DetoptDataError(
+                f"{dst}: the output folder lies inside the source {root}; choose a folder outside it"
+            )
         if _inside(src, dst):
-            raise DetoptDataError(f"{dst}: the source {src} lies inside the output folder; "
-                                  "choose another output folder")
+            raise DetoptDataError(
+                f"{dst}: the source {src} lies inside the output folder; choose another output folder"
+            )
     if dst.exists() and not dst.is_dir():
         raise DetoptDataError(f"{dst}: exists and is not a folder")
     if dst.exists() and any(dst.iterdir()) and not overwrite:
-        raise DetoptDataError(f"{dst}: exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+        raise DetoptDataError(
+            f"{dst}: exists and is not empty; pass --overwrite (overwrite=True) to replace it"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:

@@ -37,7 +37,9 @@ def _image_root(json_path: Path, images: list[dict], images_dir: Path | None) ->
         return Path(images_dir)
     here = json_path.parent
     candidates = [here, here / "images", here.parent / "images", here.parent]
-    names = [im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    names = [
+        im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)
+    ]
     for root in candidates:
         if any((root / n).is_file() for n in names):
             return root
@@ -45,7 +47,9 @@ def _image_root(json_path: Path, images: list[dict], images_dir: Path | None) ->
 
 
 def read_coco(
-    json_path: str | Path, images_dir: str | Path | None = None, tolerance: float = 1.0,
+    json_path: str | Path,
+    images_dir: str | Path | None = None,
+    tolerance: float = 1.0,
     split: str | None = None,
 ) -> tuple[DatasetRecords, list[Defect]]:
     """Read a COCO json into records; every problem becomes a :class:`Defect`.
@@ -70,11 +74,15 @@ def read_coco(
     except FileNotFoundError:
         raise DetoptDataError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DetoptDataError(f"{path}: malformed_file: not valid json ({e})",
-                              [Defect("malformed_file", path, getattr(e, "lineno", None), f"not valid json: {e}")]
-                              ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-            data.get("categories"), list):
+        raise DetoptDataError(
+            f"{path}: malformed_file: not valid json ({e})",
+            [Defect("malformed_file", path, getattr(e, "lineno", None), f"not valid json: {e}")],
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("categories"), list)
+    ):
         msg = "a COCO json needs an 'images' list and a 'categories' list"
         raise DetoptDataError(f"{path}: malformed_file: {msg}", [Defect("malformed_file", path, None, msg)])
     anns = data.get("annotations", [])
@@ -89,15 +97,24 @@ def read_coco(
     seen_names: set[str] = set()
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
-            defects.append(Defect("malformed_file", path, None,
-                                  f"categories[{i}]: needs an integer 'id' and a string 'name', got {c!r:.80}"))
+            defects.append(
+                Defect(
+                    "malformed_file",
+                    path,
+                    None,
+                    f"categories[{i}]: needs an integer 'id' and a string 'name', got {c!r:.80}",
+                )
+            )
             continue
         if c["id"] in {cid for cid, _ in cats}:
-            defects.append(Defect("duplicate_id", path, None, f"categories[{i}]: category id {c['id']} used twice"))
+            defects.append(
+                Defect("duplicate_id", path, None, f"categories[{i}]: category id {c['id']} used twice")
+            )
             continue
         if c["name"] in seen_names:
-            defects.append(Defect("duplicate_id", path, None,
-                                  f"categories[{i}]: category name {c['name']!r} used twice"))
+            defects.append(
+                Defect("duplicate_id", path, None, f"categories[{i}]: category name {c['name']!r} used twice")
+            )
             continue
         seen_names.add(c["name"])
         cats.append((int(c["id"]), c["name"]))
@@ -112,28 +129,58 @@ def read_coco(
     order: list[Any] = []
     seen_files: dict[str, Any] = {}
     for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or not (_is_int(im.get("id")) or isinstance(im.get("id"), str)) \
-                or not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            defects.append(Defect("malformed_file", path, None,
-                                  f"images[{i}]: needs an integer 'id' and a 'file_name', got {im!r:.80}"))
+        if (
+            not isinstance(im, dict)
+            or not (_is_int(im.get("id")) or isinstance(im.get("id"), str))
+            or not isinstance(im.get("file_name"), str)
+            or not im["file_name"]
+        ):
+            defects.append(
+                Defect(
+                    "malformed_file",
+                    path,
+                    None,
+                    f"images[{i}]: needs an integer 'id' and a 'file_name', got {im!r:.80}",
+                )
+            )
             continue
         iid, fname = im["id"], im["file_name"]
         img_path = (root / fname).absolute()
         if iid in images:
-            defects.append(Defect("duplicate_id", path, None,
-                                  f"images[{i}]: image id {iid!r} used twice ({fname!r})", img_path))
+            defects.append(
+                Defect(
+                    "duplicate_id",
+                    path,
+                    None,
+                    f"images[{i}]: image id {iid!r} used twice ({fname!r})",
+                    img_path,
+                )
+            )
             bad_images.add(iid)
             continue
         if fname in seen_files:
-            defects.append(Defect("duplicate_id", path, None,
-                                  f"images[{i}]: file_name {fname!r} used twice (ids {seen_files[fname]!r}, {iid!r})",
-                                  img_path))
+            defects.append(
+                Defect(
+                    "duplicate_id",
+                    path,
+                    None,
+                    f"images[{i}]: file_name {fname!r} used twice (ids {seen_files[fname]!r}, {iid!r})",
+                    img_path,
+                )
+            )
             continue
         seen_files[fname] = iid
         w, h = im.get("width"), im.get("height")
         if not img_path.is_file():
-            defects.append(Defect("missing_image", path, None,
-                                  f"images[{i}] (id {iid!r}): {img_path} does not exist", img_path))
+            defects.append(
+                Defect(
+                    "missing_image",
+                    path,
+                    None,
+                    f"images[{i}] (id {iid!r}): {img_path} does not exist",
+                    img_path,
+                )
+            )
             bad_images.add(iid)
         elif w is None or h is None:
             try:
@@ -142,18 +189,42 @@ def read_coco(
                 defects.append(Defect("unreadable_image", img_path, None, f"not an image: {e}", img_path))
                 bad_images.add(iid)
         if iid not in bad_images:
-            if not (_is_number(w) and _is_number(h)) or not (math.isfinite(w) and math.isfinite(h)) \
-                    or w != int(w) or h != int(h):
-                defects.append(Defect("not_a_number", path, None,
-                                      f"images[{i}] (id {iid!r}): width/height must be integers, got {w!r}, {h!r}",
-                                      img_path))
+            if (
+                not (_is_number(w) and _is_number(h))
+                or not (math.isfinite(w) and math.isfinite(h))
+                or w != int(w)
+                or h != int(h)
+            ):
+                defects.append(
+                    Defect(
+                        "not_a_number",
+                        path,
+                        None,
+                        f"images[{i}] (id {iid!r}): width/height must be integers, got {w!r}, {h!r}",
+                        img_path,
+                    )
+                )
                 bad_images.add(iid)
             elif w <= 0 or h <= 0:
-                defects.append(Defect("non_positive_size", path, None,
-                                      f"images[{i}] (id {iid!r}): image size {w}x{h}", img_path))
+                defects.append(
+                    Defect(
+                        "non_positive_size",
+                        path,
+                        None,
+                        f"images[{i}] (id {iid!r}): image size {w}x{h}",
+                        img_path,
+                    )
+                )
                 bad_images.add(iid)
-        images[iid] = {"path": img_path, "width": w, "height": h, "boxes": [], "labels": [], "crowd": [],
-                       "masks": []}
+        images[iid] = {
+            "path": img_path,
+            "width": w,
+            "height": h,
+            "boxes": [],
+            "labels": [],
+            "crowd": [],
+            "masks": [],
+        }
         order.append(iid)
 
     # annotations
@@ -167,8 +238,15 @@ def read_coco(
         if "id" in a:
             where += f" (id {a['id']!r})"
             if a["id"] in seen_ann:
-                defects.append(Defect("duplicate_id", path, None, f"{where}: annotation id used twice",
-                                      images.get(a.get("image_id"), {}).get("path")))
+                defects.append(
+                    Defect(
+                        "duplicate_id",
+                        path,
+                        None,
+                        f"{where}: annotation id used twice",
+                        images.get(a.get("image_id"), {}).get("path"),
+                    )
+                )
                 if a.get("image_id") in images:
                     bad_images.add(a["image_id"])
                 continue
@@ -182,7 +260,9 @@ def read_coco(
         except TypeError:
             rec = None
         if rec is None:
-            defects.append(Defect("missing_image", path, None, f"{where}: image_id {iid!r} is not among the images"))
+            defects.append(
+                Defect("missing_image", path, None, f"{where}: image_id {iid!r} is not among the images")
+            )
             continue
         img_path = rec["path"]
         cid = a.get("category_id")
@@ -191,26 +271,49 @@ def read_coco(
         except TypeError:
             k = None
         if k is None:
-            defects.append(Defect("class_out_of_range", path, None,
-                                  f"{where}: category_id {cid!r} is not among the categories", img_path))
+            defects.append(
+                Defect(
+                    "class_out_of_range",
+                    path,
+                    None,
+                    f"{where}: category_id {cid!r} is not among the categories",
+                    img_path,
+                )
+            )
             bad_images.add(iid)
             continue
         bbox = a.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            defects.append(Defect("field_count", path, None, f"{where}: bbox must be [x, y, w, h], got {bbox!r:.80}",
-                                  img_path))
+            defects.append(
+                Defect(
+                    "field_count",
+                    path,
+                    None,
+                    f"{where}: bbox must be [x, y, w, h], got {bbox!r:.80}",
+                    img_path,
+                )
+            )
             bad_images.add(iid)
             continue
         if not all(_is_number(v) for v in bbox):
-            defects.append(Defect("not_a_number", path, None, f"{where}: bbox has a non-number: {bbox!r:.80}",
-                                  img_path))
+            defects.append(
+                Defect("not_a_number", path, None, f"{where}: bbox has a non-number: {bbox!r:.80}", img_path)
+            )
             bad_images.add(iid)
             continue
         x, y, bw, bh = (float(v) for v in bbox)
         if iid in bad_images:
             continue
-        box, found = check_box([x, y, x + bw, y + bh], int(rec["width"]), int(rec["height"]), tolerance, path,
-                               None, where, img_path)
+        box, found = check_box(
+            [x, y, x + bw, y + bh],
+            int(rec["width"]),
+            int(rec["height"]),
+            tolerance,
+            path,
+            None,
+            where,
+            img_path,
+        )
         if found:
             defects.extend(found)
             bad_images.add(iid)
@@ -220,9 +323,15 @@ def read_coco(
         if isinstance(seg, list) and seg:
             for p in seg:
                 if not isinstance(p, list) or len(p) < 6 or len(p) % 2 or not all(_is_number(v) for v in p):
-                    defects.append(Defect("field_count", path, None,
-                                          f"{where}: a polygon must hold an even number (>= 6) of numbers",
-                                          img_path))
+                    defects.append(
+                        Defect(
+                            "field_count",
+                            path,
+                            None,
+                            f"{where}: a polygon must hold an even number (>= 6) of numbers",
+                            img_path,
+                        )
+                    )
                     bad_images.add(iid)
                     break
                 polys.append(np.asarray(p, np.float32))
@@ -233,10 +342,19 @@ def read_coco(
         rec["masks"].append(polys)
 
     records = [
-        ImageRecord(path=r["path"], width=int(r["width"]), height=int(r["height"]), boxes=boxes_array(r["boxes"]),
-                    labels=np.asarray(r["labels"], np.int64), crowd=np.asarray(r["crowd"], bool),
-                    masks=r["masks"] if has_masks else None, image_id=iid if _is_int(iid) else None)
-        for iid in order if iid not in bad_images for r in [images[iid]]
+        ImageRecord(
+            path=r["path"],
+            width=int(r["width"]),
+            height=int(r["height"]),
+            boxes=boxes_array(r["boxes"]),
+            labels=np.asarray(r["labels"], np.int64),
+            crowd=np.asarray(r["crowd"], bool),
+            masks=r["masks"] if has_masks else None,
+            image_id=iid if _is_int(iid) else None,
+        )
+        for iid in order
+        if iid not in bad_images
+        for r in [images[iid]]
     ]
     return DatasetRecords(names=names, splits={split or split_name(path): records}), defects
 
@@ -269,15 +387,29 @@ def coco_dict(records: list[ImageRecord], names: list[str], file_names: list[str
             x1, y1, x2, y2 = (float(v) for v in r.boxes[j])
             ann_id += 1
             polys = r.masks[j] if r.masks is not None else []
-            ann = {"id": ann_id, "image_id": iid, "category_id": int(r.labels[j]) + 1,
-                   "bbox": [float(fmt(x1, 3)), float(fmt(y1, 3)), float(fmt(x2 - x1, 3)), float(fmt(y2 - y1, 3))],
-                   "area": float(fmt(_polygons_area(polys) if polys else (x2 - x1) * (y2 - y1), 3)),
-                   "iscrowd": int(bool(r.crowd[j])),
-                   "segmentation": [[float(fmt(float(v), 2)) for v in p] for p in polys]}
+            ann = {
+                "id": ann_id,
+                "image_id": iid,
+                "category_id": int(r.labels[j]) + 1,
+                "bbox": [
+                    float(fmt(x1, 3)),
+                    float(fmt(y1, 3)),
+                    float(fmt(x2 - x1, 3)),
+                    float(fmt(y2 - y1, 3)),
+                ],
+                "area": float(fmt(_polygons_area(polys) if polys else (x2 - x1) * (y2 - y1), 3)),
+                "iscrowd": int(bool(r.crowd[j])),
+                "segmentation": [[float(fmt(float(v), 2)) for v in p] for p in polys],
+            }
             annotations.append(ann)
     cats = [{"id": k + 1, "name": name, "supercategory": ""} for k, name in enumerate(names)]
-    return {"info": {"description": "written by detopt"}, "licenses": [], "images": images,
-            "annotations": annotations, "categories": cats}
+    return {
+        "info": {"description": "written by detopt"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": cats,
+    }
 
 
 def _polygons_area(polys: list[np.ndarray]) -> float:

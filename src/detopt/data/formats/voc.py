@@ -69,14 +69,24 @@ def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, 
         xml = root / "Annotations" / f"{image_id}.xml"
         rec, obj_names, found = _read_xml(xml, root, tolerance, fixed_names)
         if rec is not None and rec.path in seen_images:
-            found.append(Defect("duplicate_id", xml, None,
-                                f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml", rec.path))
+            found.append(
+                Defect(
+                    "duplicate_id",
+                    xml,
+                    None,
+                    f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml",
+                    rec.path,
+                )
+            )
         defects.extend(found)
         if rec is not None:
             seen_images.setdefault(rec.path, image_id)
         parsed[image_id] = None if found or rec is None else (rec, obj_names)
-    names = fixed_names if fixed_names is not None else sorted(
-        {n for v in parsed.values() if v is not None for n in v[1]})
+    names = (
+        fixed_names
+        if fixed_names is not None
+        else sorted({n for v in parsed.values() if v is not None for n in v[1]})
+    )
     index = {n: k for k, n in enumerate(names)}
     splits: dict[str, list[ImageRecord]] = {}
     for split, ids in split_ids.items():
@@ -91,12 +101,17 @@ def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, 
     return DatasetRecords(names=names, splits=splits), defects
 
 
-def _read_xml(xml: Path, root: Path, tolerance: float, names: list[str] | None
-              ) -> tuple[ImageRecord | None, list[str], list[Defect]]:
+def _read_xml(
+    xml: Path, root: Path, tolerance: float, names: list[str] | None
+) -> tuple[ImageRecord | None, list[str], list[Defect]]:
     try:
         tree = ET.parse(xml)
     except FileNotFoundError:
-        return None, [], [Defect("missing_image", xml, None, "listed in ImageSets but has no annotation file")]
+        return (
+            None,
+            [],
+            [Defect("missing_image", xml, None, "listed in ImageSets but has no annotation file")],
+        )
     except (ET.ParseError, UnicodeDecodeError) as e:
         line = getattr(e, "position", (None,))[0]
         return None, [], [Defect("malformed_file", xml, line, f"not valid xml: {e}")]
@@ -130,11 +145,15 @@ def _read_xml(xml: Path, root: Path, tolerance: float, names: list[str] | None
         bb = obj.find("bndbox")
         texts = [_text(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
         if any(t is None for t in texts):
-            defects.append(Defect("field_count", xml, None, f"{where}: <bndbox> needs xmin ymin xmax ymax", img))
+            defects.append(
+                Defect("field_count", xml, None, f"{where}: <bndbox> needs xmin ymin xmax ymax", img)
+            )
             continue
         vals = [parse_float(t) for t in texts]
         if any(v is None for v in vals):
-            defects.append(Defect("not_a_number", xml, None, f"{where}: not a number in <bndbox> {texts}", img))
+            defects.append(
+                Defect("not_a_number", xml, None, f"{where}: not a number in <bndbox> {texts}", img)
+            )
             continue
         xmin, ymin, xmax, ymax = vals
         box, found = check_box([xmin - 1, ymin - 1, xmax, ymax], w, h, tolerance, xml, None, where, img)
@@ -146,22 +165,46 @@ def _read_xml(xml: Path, root: Path, tolerance: float, names: list[str] | None
         crowd.append((_text(obj, "difficult") or "0") not in ("0", ""))
     if defects:
         return None, [], defects
-    rec = ImageRecord(path=img, width=w, height=h, boxes=boxes_array(boxes), labels=np.zeros(len(boxes), np.int64),
-                      crowd=np.asarray(crowd, bool))
+    rec = ImageRecord(
+        path=img,
+        width=w,
+        height=h,
+        boxes=boxes_array(boxes),
+        labels=np.zeros(len(boxes), np.int64),
+        crowd=np.asarray(crowd, bool),
+    )
     return rec, obj_names, []
 
 
 def voc_xml(r: ImageRecord, filename: str, names: list[str]) -> str:
     """The VOC annotation of one image."""
-    out = ["<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{escape(filename)}</filename>",
-           "  <size>", f"    <width>{r.width}</width>", f"    <height>{r.height}</height>",
-           "    <depth>3</depth>", "  </size>", "  <segmented>0</segmented>"]
+    out = [
+        "<annotation>",
+        "  <folder>JPEGImages</folder>",
+        f"  <filename>{escape(filename)}</filename>",
+        "  <size>",
+        f"    <width>{r.width}</width>",
+        f"    <height>{r.height}</height>",
+        "    <depth>3</depth>",
+        "  </size>",
+        "  <segmented>0</segmented>",
+    ]
     for j in range(len(r)):
         x1, y1, x2, y2 = (float(v) for v in r.boxes[j])
-        out += ["  <object>", f"    <name>{escape(names[int(r.labels[j])])}</name>", "    <pose>Unspecified</pose>",
-                "    <truncated>0</truncated>", f"    <difficult>{int(bool(r.crowd[j]))}</difficult>",
-                "    <bndbox>", f"      <xmin>{fmt(x1 + 1, 3)}</xmin>", f"      <ymin>{fmt(y1 + 1, 3)}</ymin>",
-                f"      <xmax>{fmt(x2, 3)}</xmax>", f"      <ymax>{fmt(y2, 3)}</ymax>", "    </bndbox>", "  </object>"]
+        out += [
+            "  <object>",
+            f"    <name>{escape(names[int(r.labels[j])])}</name>",
+            "    <pose>Unspecified</pose>",
+            "    <truncated>0</truncated>",
+            f"    <difficult>{int(bool(r.crowd[j]))}</difficult>",
+            "    <bndbox>",
+            f"      <xmin>{fmt(x1 + 1, 3)}</xmin>",
+            f"      <ymin>{fmt(y1 + 1, 3)}</ymin>",
+            f"      <xmax>{fmt(x2, 3)}</xmax>",
+            f"      <ymax>{fmt(y2, 3)}</ymax>",
+            "    </bndbox>",
+            "  </object>",
+        ]
     out.append("</annotation>\n")
     return "\n".join(out)
 

@@ -94,17 +94,26 @@ def _list_images(entry: Path, yaml_path: Path, defects: list[Defect]) -> list[Pa
                 p = Path(line)
                 out.append(p if p.is_absolute() else entry.parent / p)
         return out
-    defects.append(Defect("malformed_file", yaml_path, None, f"split entry {entry} is neither a folder nor a .txt list"))
+    defects.append(
+        Defect("malformed_file", yaml_path, None, f"split entry {entry} is neither a folder nor a .txt list")
+    )
     return []
 
 
-def _parse_label_line(fields: list[str], nc: int, w: int, h: int, tolerance: float, file: Path, line: int,
-                      image: Path) -> tuple[tuple[int, list[float], np.ndarray | None] | None, list[Defect]]:
+def _parse_label_line(
+    fields: list[str], nc: int, w: int, h: int, tolerance: float, file: Path, line: int, image: Path
+) -> tuple[tuple[int, list[float], np.ndarray | None] | None, list[Defect]]:
     n = len(fields)
     if n != 5 and (n < 7 or n % 2 == 0):
-        return None, [Defect("field_count", file, line,
-                             f"{n} fields; expected 5 (class cx cy w h) or 1 + 2k, k >= 3 (class and a polygon)",
-                             image)]
+        return None, [
+            Defect(
+                "field_count",
+                file,
+                line,
+                f"{n} fields; expected 5 (class cx cy w h) or 1 + 2k, k >= 3 (class and a polygon)",
+                image,
+            )
+        ]
     values = [parse_float(t) for t in fields]
     bad = [t for t, v in zip(fields, values, strict=True) if v is None]
     if bad:
@@ -115,13 +124,22 @@ def _parse_label_line(fields: list[str], nc: int, w: int, h: int, tolerance: flo
     if c != int(c):
         return None, [Defect("not_a_number", file, line, f"class id {fields[0]!r} is not an integer", image)]
     if not 0 <= c < nc:
-        return None, [Defect("class_out_of_range", file, line,
-                             f"class id {int(c)} is outside the {nc} names (0..{nc - 1})", image)]
+        return None, [
+            Defect(
+                "class_out_of_range",
+                file,
+                line,
+                f"class id {int(c)} is outside the {nc} names (0..{nc - 1})",
+                image,
+            )
+        ]
     poly = None
     if n == 5:
         cx, cy, bw, bh = values[1:]
         if bw <= 0 or bh <= 0:
-            return None, [Defect("non_positive_size", file, line, f"width/height {fields[3]} {fields[4]}", image)]
+            return None, [
+                Defect("non_positive_size", file, line, f"width/height {fields[3]} {fields[4]}", image)
+            ]
         box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
     else:
         xy = np.asarray(values[1:], np.float64).reshape(-1, 2) * (w, h)
@@ -190,8 +208,14 @@ def _read_one(img: Path, nc: int, tolerance: float) -> tuple[ImageRecord | None,
     if found:
         return None, found
     has_poly = any(polys)
-    return ImageRecord(path=img, width=w, height=h, boxes=boxes_array(boxes), labels=np.asarray(labels, np.int64),
-                       masks=polys if has_poly else None), []
+    return ImageRecord(
+        path=img,
+        width=w,
+        height=h,
+        boxes=boxes_array(boxes),
+        labels=np.asarray(labels, np.int64),
+        masks=polys if has_poly else None,
+    ), []
 
 
 def _labels_without_images(image_dir: Path, images: list[Path]) -> list[Defect]:
@@ -199,8 +223,11 @@ def _labels_without_images(image_dir: Path, images: list[Path]) -> list[Defect]:
     if label_dir == image_dir or not label_dir.is_dir():
         return []
     expected = {label_path(p.absolute()) for p in images}
-    return [Defect("label_without_image", p, None, "no image has this label file's name", None)
-            for p in sorted(label_dir.absolute().rglob("*.txt")) if p not in expected]
+    return [
+        Defect("label_without_image", p, None, "no image has this label file's name", None)
+        for p in sorted(label_dir.absolute().rglob("*.txt"))
+        if p not in expected
+    ]
 
 
 def write_yolo(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
@@ -211,8 +238,10 @@ def write_yolo(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
     """
     odd = [s for s in ds.splits if s not in SPLITS]
     if odd:
-        raise DetoptDataError(f"YOLO data.yaml knows the splits {', '.join(SPLITS)} only; rename split(s) "
-                              f"{', '.join(map(repr, odd))}")
+        raise DetoptDataError(
+            f"YOLO data.yaml knows the splits {', '.join(SPLITS)} only; rename split(s) "
+            f"{', '.join(map(repr, odd))}"
+        )
     notes: list[str] = []
     crowd_dropped = masks_dropped = 0
     for split, records in ds.splits.items():
@@ -252,4 +281,3 @@ def is_yolo_dir(path: Path) -> Path | None:
         if (path / name).is_file():
             return path / name
     return None
-

@@ -9,5 +9,11 @@ from detopt.data.transforms.letterbox import (
     unletterbox_boxes,
 )
 
-__all__ = ["LetterboxMeta", "letterbox", "letterbox_boxes", "letterbox_image", "letterbox_meta",
-           "unletterbox_boxes"]
+__all__ = [
+    "LetterboxMeta",
+    "letterbox",
+    "letterbox_boxes",
+    "letterbox_image",
+    "letterbox_meta",
+    "unletterbox_boxes",
+]

@@ -24,7 +24,9 @@ class LetterboxMeta:
     resized_h: int
 
 
-def letterbox_meta(height: int, width: int, size: int | tuple[int, int], scaleup: bool = True) -> LetterboxMeta:
+def letterbox_meta(
+    height: int, width: int, size: int | tuple[int, int], scaleup: bool = True
+) -> LetterboxMeta:
     """The resize and padding that fit a ``height x width`` image into ``size`` (``int`` or ``(H, W)``),
     centred. Without ``scaleup`` small images are only padded."""
     th, tw = (size, size) if isinstance(size, int) else size
@@ -34,12 +36,19 @@ def letterbox_meta(height: int, width: int, size: int | tuple[int, int], scaleup
     if not scaleup:
         r = min(r, 1.0)
     nw, nh = max(1, min(tw, round(width * r))), max(1, min(th, round(height * r)))
-    return LetterboxMeta(scale_x=nw / width, scale_y=nh / height, pad_x=(tw - nw) // 2, pad_y=(th - nh) // 2,
-                         resized_w=nw, resized_h=nh)
+    return LetterboxMeta(
+        scale_x=nw / width,
+        scale_y=nh / height,
+        pad_x=(tw - nw) // 2,
+        pad_y=(th - nh) // 2,
+        resized_w=nw,
+        resized_h=nh,
+    )
 
 
-def letterbox_image(img: np.ndarray, size: int | tuple[int, int], meta: LetterboxMeta,
-                    pad_value: int = 114) -> np.ndarray:
+def letterbox_image(
+    img: np.ndarray, size: int | tuple[int, int], meta: LetterboxMeta, pad_value: int = 114
+) -> np.ndarray:
     """``img`` ``uint8 [h, w, C]`` resized and padded to ``[H, W, C]`` as ``meta`` says."""
     th, tw = (size, size) if isinstance(size, int) else size
     h, w = img.shape[:2]
@@ -49,7 +58,7 @@ def letterbox_image(img: np.ndarray, size: int | tuple[int, int], meta: Letterbo
     if img.ndim == 2:
         img = img[..., None]
     out = np.full((th, tw, img.shape[2]), pad_value, dtype=img.dtype)
-    out[meta.pad_y:meta.pad_y + meta.resized_h, meta.pad_x:meta.pad_x + meta.resized_w] = img
+    out[meta.pad_y : meta.pad_y + meta.resized_h, meta.pad_x : meta.pad_x + meta.resized_w] = img
     return out
 
 
@@ -69,8 +78,13 @@ def unletterbox_boxes(boxes: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     return ((b - p) / s).astype(np.float32)
 
 
-def letterbox(img: np.ndarray, boxes: np.ndarray, size: int | tuple[int, int], pad_value: int = 114,
-              scaleup: bool = True) -> tuple[np.ndarray, np.ndarray, LetterboxMeta]:
+def letterbox(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    size: int | tuple[int, int],
+    pad_value: int = 114,
+    scaleup: bool = True,
+) -> tuple[np.ndarray, np.ndarray, LetterboxMeta]:
     """Letterbox an image ``uint8 [h, w, C]`` and its boxes ``[N, 4]`` xyxy to ``size``.
 
     Returns:

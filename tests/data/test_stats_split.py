@@ -1,0 +1,142 @@
+"""Statistics against a brute-force count; the stratified split; the data commands end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detopt.cli import main
+from detopt.data.formats import read_dataset
+from detopt.data.split import split_dataset, stratified_split
+from detopt.data.stats import dataset_stats
+from detopt.structures.records import DatasetRecords, ImageRecord
+
+
+def test_stats_match_a_brute_force_count(synth_dir, tiny_coco):
+    for src in (synth_dir / "data.yaml", tiny_coco):
+        ds, _, _ = read_dataset(src)
+        st = dataset_stats(ds)
+        inst = [0] * len(ds.names)
+        small = medium = large = backgrounds = 0
+        for r in ds.all_records():
+            n = 0
+            for b, lab, c in zip(r.boxes.tolist(), r.labels.tolist(), r.crowd.tolist(), strict=True):
+                if c:
+                    continue
+                n += 1
+                inst[lab] += 1
+                a = (b[2] - b[0]) * (b[3] - b[1])
+                small += a < 1024
+                medium += 1024 <= a < 9216
+                large += a >= 9216
+            backgrounds += n == 0
+        assert st.instances.tolist() == inst
+        assert st.size_counts() == {"small": small, "medium": medium, "large": large}
+        assert st.backgrounds == backgrounds and st.boxes == sum(inst)
+        assert st.imbalance_ratio() == pytest.approx(max(inst) / min(inst))
+        assert json.dumps(st.to_dict())  # serializable
+
+
+def _multilabel_records(n: int, k: int, seed: int) -> list[ImageRecord]:
+    rng = np.random.default_rng(seed)
+    recs = []
+    freq = np.geomspace(0.6, 0.03, k)  # imbalanced classes
+    for i in range(n):
+        present = np.flatnonzero(rng.random(k) < freq)
+        labels = np.repeat(present, rng.integers(1, 4, len(present)))
+        boxes = np.tile([[0, 0, 5, 5]], (len(labels), 1))
+        recs.append(ImageRecord(Path(f"/x/{i:04d}.jpg"), 10, 10, boxes, labels))
+    return recs
+
+
+@pytest.mark.parametrize("val", [0.0, 0.1, 0.2, 0.5, 1.0])
+def test_split_is_stratified_complete_and_deterministic(val):
+    recs = _multilabel_records(600, 8, seed=1)
+    tr, va = stratified_split(recs, 8, val, seed=0)
+    assert len(tr) + len(va) == 600 and not {r.path for r in tr} & {r.path for r in va}
+    assert abs(len(va) - val * 600) <= 1
+    for c in range(8):
+        n_all = sum(bool((r.labels == c).any()) for r in recs)
+        n_val = sum(bool((r.labels == c).any()) for r in va)
+        assert abs(n_val - val * n_all) <= max(1.0, 0.05 * n_all), (c, n_val, n_all)
+    again = stratified_split(list(reversed(recs)), 8, val, seed=0)
+    assert [r.path for r in again[1]] == [r.path for r in va]
+    if 0 < val < 1:
+        other = stratified_split(recs, 8, val, seed=1)
+        assert [r.path for r in other[1]] != [r.path for r in va]
+
+
+def test_split_beats_a_random_split_on_rare_classes():
+    recs = _multilabel_records(400, 8, seed=2)
+    _, va = stratified_split(recs, 8, 0.2, seed=0)
+    ds = split_dataset(DatasetRecords([str(i) for i in range(8)], {"all": recs}), 0.2, seed=0)
+    assert [r.path for r in ds.splits["val"]] == [r.path for r in va]
+    rare = 7
+    n_all = sum(bool((r.labels == rare).any()) for r in recs)
+    n_val = sum(bool((r.labels == rare).any()) for r in va)
+    assert abs(n_val - 0.2 * n_all) <= 1
+
+
+def test_data_commands_end_to_end(synth_dir, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "data",
+                "stats",
+                str(synth_dir),
+                "--plots",
+                str(tmp_path / "plots"),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "imbalance ratio" in out and "sizes (COCO)" in out
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == [
+        "aspect_ratios.png",
+        "boxes_per_image.png",
+        "classes.png",
+        "sizes.png",
+    ]
+    assert main(["data", "split", str(synth_dir), str(tmp_path / "split"), "--val", "0.3", "--link"]) == 0
+    ds, defects, fmt = read_dataset(tmp_path / "split")
+    assert (
+        fmt == "yolo"
+        and not defects
+        and {k: len(v) for k, v in ds.splits.items()} == {"train": 35, "val": 15}
+    )
+    assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(
+            ["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc", "--overwrite"]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(tmp_path / "syn"),
+                "--train",
+                "3",
+                "--val",
+                "1",
+                "--imgsz",
+                "64",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "train 3 images" in capsys.readouterr().out
+    assert (tmp_path / "syn" / "annotations" / "val.json").exists()
