@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,32 +128,80 @@ def _draw_shape(
     cv2.fillPoly(mask, [np.round(xy * _ONE).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
 
 
-def _texture(
-    kind: str, h: int, w: int, c1: np.ndarray, c2: np.ndarray, scale: float, rng: np.random.Generator
-) -> np.ndarray:
-    """``uint8 [h, w, 3]`` texture of a family, feature size ~``scale`` px."""
-    if kind == "flat":
-        return np.broadcast_to(c1, (h, w, 3))
-    if kind == "noise":
-        t = c1.astype(np.int16) + rng.integers(-28, 29, (h, w, 1), dtype=np.int16)
-        return np.clip(t, 0, 255).astype(np.uint8)
-    yy, xx = np.ogrid[:h, :w]
-    if kind == "stripes":
-        a = rng.uniform(0, np.pi)
-        period = max(2.0, scale)
-        sel = ((xx * math.cos(a) + yy * math.sin(a)) / period) % 2 < 1
-    elif kind == "checker":
-        p = max(2, int(scale))
-        sel = (xx // p + yy // p) % 2 == 0
-    elif kind == "speckle":
-        sel = rng.random((h, w)) < 0.65
-    elif kind in ("vgrad", "hgrad"):
-        t = (yy / max(1, h - 1)) if kind == "vgrad" else (xx / max(1, w - 1))
-        t = np.broadcast_to(t, (h, w))[..., None]
-        return (c1 * (1 - t) + c2 * t).astype(np.uint8)
-    else:
-        raise ValueError(kind)
-    return np.where(np.broadcast_to(sel, (h, w))[..., None], c1, c2).astype(np.uint8)
+_TEXTURE_CODE = {"flat": 0, "noise": 1, "stripes": 2, "checker": 3, "speckle": 4, "vgrad": 5, "hgrad": 6}
+_NO_RANDOM = np.zeros((1, 1), np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _coverage(ids: np.ndarray, mask: np.ndarray, ox: int, oy: int, n: int) -> tuple[np.ndarray, int, int]:
+    """Under a local mask placed at ``(ox, oy)``: pixels of each id ``[n]``, pixels inside the image,
+    pixels in all."""
+    h, w = ids.shape
+    counts = np.zeros(n, np.int64)
+    inside = 0
+    total = 0
+    for y in range(mask.shape[0]):
+        gy = y + oy
+        for x in range(mask.shape[1]):
+            if mask[y, x]:
+                total += 1
+                gx = x + ox
+                if 0 <= gy < h and 0 <= gx < w:
+                    inside += 1
+                    counts[ids[gy, gx]] += 1
+    return counts, inside, total
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint(img: np.ndarray, ids: np.ndarray, mask: np.ndarray, ox: int, oy: int, kind: int, c1: np.ndarray,
+           c2: np.ndarray, scale: np.float32, ca: np.float32, sa: np.float32, rnd: np.ndarray, new_id: int,
+           outline: bool) -> None:
+    """Paint a local mask at ``(ox, oy)`` with a texture and write ``new_id`` under it.
+
+    Textures (coordinates local to the mask): 0 flat ``c1``; 1 ``c1 + rnd`` (pixel noise); 2 stripes
+    of period ``2 * scale`` along ``(ca, sa)``; 3 checkerboard of cell ``scale``; 4 speckles
+    (``c1`` where ``rnd < 0.65``); 5 vertical and 6 horizontal gradients ``c1 → c2``. With
+    ``outline``, pixels with a neighbour outside the mask take ``c2``.
+    """
+    h, w = ids.shape
+    mh, mw = mask.shape
+    p = max(2, int(scale))
+    for y in range(mh):
+        gy = y + oy
+        if gy < 0 or gy >= h:
+            continue
+        for x in range(mw):
+            gx = x + ox
+            if not mask[y, x] or gx < 0 or gx >= w:
+                continue
+            ids[gy, gx] = new_id
+            edge = False
+            if outline:
+                for dy in range(-1, 2):
+                    for dx in range(-1, 2):
+                        yy, xx = y + dy, x + dx
+                        if yy < 0 or yy >= mh or xx < 0 or xx >= mw or not mask[yy, xx]:
+                            edge = True
+            for k in range(3):
+                if edge:
+                    v = c2[k]
+                elif kind == 0:
+                    v = c1[k]
+                elif kind == 1:
+                    v = c1[k] + rnd[y, x]
+                elif kind == 2:
+                    v = c1[k] if ((x * ca + y * sa) / scale) % np.float32(2.0) < 1.0 else c2[k]
+                elif kind == 3:
+                    v = c1[k] if (x // p + y // p) % 2 == 0 else c2[k]
+                elif kind == 4:
+                    v = c1[k] if rnd[y, x] < 0.65 else c2[k]
+                elif kind == 5:
+                    t = np.float32(y / max(1, mh - 1))
+                    v = c1[k] * (1 - t) + c2[k] * t
+                else:
+                    t = np.float32(x / max(1, mw - 1))
+                    v = c1[k] * (1 - t) + c2[k] * t
+                img[gy, gx, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
 
 
 _CLASS_TEXTURE = ("noise", "flat", "stripes", "checker", "vgrad", "hgrad", "speckle", "flat")
@@ -161,8 +209,11 @@ _DISTRACTOR_TEXTURES = ("flat", "noise", "stripes", "checker", "speckle", "vgrad
 
 
 def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    c1 = rng.integers(0, 256, 3).astype(np.float64)
-    c2 = np.clip(255 - c1 + rng.integers(-60, 61, 3), 0, 255)  # a contrasting second colour
+    """A random colour and a contrasting one (its complement, jittered), ``float32 [3]`` each."""
+    c = rng.integers([0, 0, 0, -60, -60, -60], [256, 256, 256, 61, 61, 61]).astype(np.float32)
+    c1 = c[:3]
+    c2 = 255.0 - c1 + c[3:]
+    np.clip(c2, 0.0, 255.0, out=c2)
     return c1, c2
 
 
@@ -273,17 +324,9 @@ class SceneGenerator:
             else:
                 cls = -1
                 self._draw_distractor(mask, lc, r, theta, rng)
-            # crop to the image
-            ix0, iy0 = max(bx0, 0), max(by0, 0)
-            ix1, iy1 = min(bx0 + size, s), min(by0 + size, s)
-            if ix1 <= ix0 or iy1 <= iy0:
-                continue
-            m = mask[iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0].astype(bool)
-            inside = int(m.sum())
-            if is_obj and (inside < _MIN_PIXELS or inside < 0.5 * int(mask.sum())):
-                continue  # too small or mostly outside the image
-            region = ids[iy0:iy1, ix0:ix1]
-            covered = np.bincount(region[m], minlength=len(full))
+            covered, inside, total = _coverage(ids, mask, bx0, by0, len(full))
+            if inside == 0 or (is_obj and (inside < _MIN_PIXELS or inside < 0.5 * total)):
+                continue  # outside, too small, or mostly outside the image
             covered[0] = 0
             if covered.any():
                 left = vis - covered
@@ -291,28 +334,29 @@ class SceneGenerator:
                 if np.any(left[hit] < np.maximum(_MIN_VISIBLE_FRACTION * full_arr[hit], _MIN_PIXELS)):
                     continue  # it would hide too much of an earlier object
                 vis = left
-            h, w = iy1 - iy0, ix1 - ix0
             c1, c2 = _colour_pair(rng)
             kind = (
                 _CLASS_TEXTURE[cls]
                 if is_obj
                 else _DISTRACTOR_TEXTURES[int(rng.integers(len(_DISTRACTOR_TEXTURES)))]
             )
-            tex = _texture(kind, h, w, c1, c2, max(2.0, d / 6), rng)
-            patch = img[iy0:iy1, ix0:ix1]
-            patch[m] = tex[m]
-            if is_obj and CLASSES[cls] == "arrow":  # outline in the second colour
-                edge = m & ~cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-                patch[edge] = c2.astype(np.uint8)
+            if kind == "noise":
+                rnd = rng.integers(-28, 29, (size, size)).astype(np.float32)
+            elif kind == "speckle":
+                rnd = rng.random((size, size), np.float32)
+            else:
+                rnd = _NO_RANDOM
+            a = float(rng.uniform(0, np.pi)) if kind == "stripes" else 0.0
+            new_id = len(full) if is_obj else 0
+            outline = is_obj and CLASSES[cls] == "arrow"  # outlined in the second colour
+            _paint(img, ids, mask, bx0, by0, _TEXTURE_CODE[kind], c1, c2, np.float32(max(2.0, d / 6)),
+                   np.float32(math.cos(a)), np.float32(math.sin(a)), rnd, new_id, outline)
             if is_obj:
                 full.append(inside)
                 labels.append(cls)
                 vis = np.append(vis, inside)
                 full_arr = np.asarray(full, np.float64)
-                regions.append((iy0, iy1, ix0, ix1))
-                region[m] = len(full) - 1
-            else:
-                region[m] = 0
+                regions.append((max(by0, 0), min(by0 + size, s), max(bx0, 0), min(bx0 + size, s)))
         img = self._finish(img, shift, rng)
         return img, self._objects(ids, labels, regions)
 
@@ -386,26 +430,38 @@ class SceneGenerator:
         return out
 
 
+def _write_files(image_path: Path, jpeg: np.ndarray, label_path: Path, label_text: str) -> None:
+    jpeg.tofile(image_path)
+    label_path.write_text(label_text)
+
+
 def _write_chunk(args: tuple[int, int, str, Path, list[int]]) -> list[tuple[str, list[SynthObject]]]:
+    """Render, encode and write images ``indices`` of a split (files are written by a thread, so the
+    file system's latency overlaps the rendering)."""
     imgsz, seed, split, out, indices = args
     gen = _generator(imgsz, seed)
     rows = []
-    for i in indices:
-        img, objs = gen.render(split, i)
-        name = f"{split}_{i:06d}.jpg"
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
-            raise RuntimeError("JPEG encoding failed")
-        buf.tofile(out / "images" / split / name)
-        lines = []
-        for o in objs:
-            x1, y1, x2, y2 = o.box
-            lines.append(
-                f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
-                f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n"
-            )
-        (out / "labels" / split / f"{split}_{i:06d}.txt").write_text("".join(lines))
-        rows.append((name, objs))
+    with ThreadPoolExecutor(1) as writer:
+        pending = []
+        for i in indices:
+            img, objs = gen.render(split, i)
+            name = f"{split}_{i:06d}.jpg"
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
+                raise RuntimeError("JPEG encoding failed")
+            lines = []
+            for o in objs:
+                x1, y1, x2, y2 = o.box
+                lines.append(
+                    f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
+                    f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n"
+                )
+            label = out / "labels" / split / f"{split}_{i:06d}.txt"
+            image = out / "images" / split / name
+            pending.append(writer.submit(_write_files, image, buf, label, "".join(lines)))
+            rows.append((name, objs))
+        for f in pending:
+            f.result()  # raise the first write error, if any
     return rows
 
 
