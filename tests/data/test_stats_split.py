@@ -105,11 +105,9 @@ def test_data_commands_end_to_end(synth_dir, tmp_path, capsys):
     ]
     assert main(["data", "split", str(synth_dir), str(tmp_path / "split"), "--val", "0.3", "--link"]) == 0
     ds, defects, fmt = read_dataset(tmp_path / "split")
-    assert (
-        fmt == "yolo"
-        and not defects
-        and {k: len(v) for k, v in ds.splits.items()} == {"train": 35, "val": 15}
-    )
+    assert fmt == "yolo" and not defects and list(ds.splits) == ["train", "val"]
+    n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
+    assert n_train + n_val == 50 and abs(n_val - 15) <= 1  # class balance may cost one image of size
     assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 2
