@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_postprocess.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_data.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

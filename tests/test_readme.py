@@ -28,3 +28,19 @@ def test_readme_eval_commands_run(tmp_path):
     subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=True, capture_output=True)
     assert (tmp_path / "runs/eval-demo/metrics.json").exists()
     assert len(list((tmp_path / "runs/eval-demo/plots").glob("*.png"))) == 4
+
+
+def test_readme_data_commands_run(tmp_path):
+    """The README's `detopt data` shell block runs as written, every command succeeding."""
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = [b for b in blocks if "detopt data synth" in b]
+    assert blocks
+    bindir = Path(sys.executable).parent
+    script = blocks[0].replace(".venv/bin/", f"{bindir}/")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "runs/shapes-voc/classes.txt").exists()
+    assert len(list((tmp_path / "runs/shapes-stats").glob("*.png"))) == 4
+    assert (tmp_path / "runs/shapes-resplit/data.yaml").exists()
