@@ -217,6 +217,13 @@ def _count(text: str) -> int:
     return v
 
 
+def _imgsz(text: str) -> int:
+    v = _positive_int(text)
+    if v < 32:
+        raise argparse.ArgumentTypeError(f"must be >= 32, got {v}")
+    return v
+
+
 def _non_negative(text: str) -> float:
     try:
         v = float(text)
@@ -266,7 +273,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("out", help="output folder")
     sy.add_argument("--train", type=_count, default=2000, help="training images (default 2000)")
     sy.add_argument("--val", type=_count, default=300, help="validation images (default 300)")
-    sy.add_argument("--imgsz", type=int, default=320, help="image side in pixels (default 320)")
+    sy.add_argument("--imgsz", type=_imgsz, default=320, help="image side in pixels (default 320)")
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument(
         "--workers", type=_positive_int, default=default_workers(), help="processes (default: cores)"
