@@ -196,6 +196,25 @@ def test_malformed_files_are_reported_not_raised(tmp_path):
     }
 
 
+def test_odd_json_and_yaml_values_are_defects_not_crashes(tmp_path):
+    _jpeg(tmp_path / "a.jpg")
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
+        "annotations": [
+            {"id": [1], "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]},
+            {"id": 2, "image_id": [1], "category_id": 1, "bbox": [1, 1, 2, 2]},
+            {"id": 3, "image_id": 1, "category_id": {"x": 1}, "bbox": [1, 1, 2, 2]},
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "odd.json").write_text(json.dumps(doc))
+    r = validate_dataset(tmp_path / "odd.json")
+    assert [d.kind for d in r.defects] == ["malformed_file", "missing_image", "class_out_of_range"]
+    (tmp_path / "data.yaml").write_text("path: 7\ntrain: .\nnames: {'0': a}\n")
+    r = validate_dataset(tmp_path / "data.yaml")
+    assert [d.kind for d in r.defects] == ["malformed_file"] and "keys must be 0..0" in r.defects[0].message
+
+
 def test_split_overlap_is_a_defect(tmp_path):
     _jpeg(tmp_path / "images" / "a.jpg")
     (tmp_path / "data.yaml").write_text("train: images\nval: images\nnames: [a]\n")

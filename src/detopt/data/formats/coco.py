@@ -30,6 +30,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _hashable(v: Any) -> bool:
+    return v is None or isinstance(v, (int, str, float))
+
+
+def _image_path(images: dict[Any, dict], image_id: Any) -> Path | None:
+    return images[image_id]["path"] if _hashable(image_id) and image_id in images else None
+
+
 def _image_root(json_path: Path, images: list[dict], images_dir: Path | None) -> Path:
     """Where ``file_name``s are relative to: ``images_dir``, else the json's folder or an ``images``
     folder next to it or its parent, whichever holds the first images."""
@@ -236,7 +244,20 @@ def read_coco(
             defects.append(Defect("malformed_file", path, None, f"{where}: not an object: {a!r:.80}"))
             continue
         if "id" in a:
-            where += f" (id {a['id']!r})"
+            where += f" (id {a['id']!r:.40})"
+            if not (_is_int(a["id"]) or isinstance(a["id"], str)):
+                defects.append(
+                    Defect(
+                        "malformed_file",
+                        path,
+                        None,
+                        f"{where}: an id must be an integer",
+                        _image_path(images, a.get("image_id")),
+                    )
+                )
+                if _hashable(a.get("image_id")) and a.get("image_id") in images:
+                    bad_images.add(a["image_id"])
+                continue
             if a["id"] in seen_ann:
                 defects.append(
                     Defect(
@@ -244,16 +265,13 @@ def read_coco(
                         path,
                         None,
                         f"{where}: annotation id used twice",
-                        images.get(a.get("image_id"), {}).get("path"),
+                        _image_path(images, a.get("image_id")),
                     )
                 )
-                if a.get("image_id") in images:
+                if _hashable(a.get("image_id")) and a.get("image_id") in images:
                     bad_images.add(a["image_id"])
                 continue
-            try:
-                seen_ann.add(a["id"])
-            except TypeError:
-                pass
+            seen_ann.add(a["id"])
         iid = a.get("image_id")
         try:
             rec = images.get(iid)

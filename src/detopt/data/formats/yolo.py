@@ -54,8 +54,8 @@ def read_data_yaml(path: Path) -> tuple[Path, list[str], dict[str, list[Path]]]:
         raise _fail(path, "a data.yaml needs 'names'")
     raw = data["names"]
     if isinstance(raw, dict):
-        if sorted(raw) != list(range(len(raw))):
-            raise _fail(path, f"'names' keys must be 0..{len(raw) - 1}, got {sorted(raw)!r:.80}")
+        if not all(type(k) is int for k in raw) or sorted(raw) != list(range(len(raw))):
+            raise _fail(path, f"'names' keys must be 0..{len(raw) - 1}, got {list(raw)!r:.80}")
         names = [str(raw[k]) for k in range(len(raw))]
     elif isinstance(raw, list):
         names = [str(n) for n in raw]
@@ -65,7 +65,7 @@ def read_data_yaml(path: Path) -> tuple[Path, list[str], dict[str, list[Path]]]:
         raise _fail(path, "a class name appears twice in 'names'")
     if "nc" in data and data["nc"] != len(names):
         raise _fail(path, f"'nc' is {data['nc']!r} but 'names' has {len(names)} entries")
-    root = Path(data["path"]) if data.get("path") else Path(".")
+    root = Path(str(data["path"])) if data.get("path") else Path(".")
     if not root.is_absolute():
         root = path.parent / root
     splits: dict[str, list[Path]] = {}
