@@ -2,7 +2,7 @@
 
 VOC pixel coordinates are 1-based and inclusive: ``xmin = x1 + 1`` and ``xmax = x2`` for the
 continuous box ``[x1, x2)`` used inside detopt (the devkit's width is ``xmax - xmin + 1``).
-Writers keep decimals, so round trips are exact to 0.001 px. ``difficult`` objects become crowd
+Writers keep 3 decimals, so round trips stay within 0.001 px. ``difficult`` objects become crowd
 records (both are regions evaluation ignores). Class names come from ``classes.txt`` at the root
 when present (detopt writes it, to keep the class order), else from the objects, sorted.
 """
