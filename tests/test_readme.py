@@ -15,32 +15,28 @@ def test_readme_python_snippets_run():
     assert len(namespace["det"]) <= 300
 
 
-def test_readme_eval_commands_run(tmp_path):
-    """The README's `detopt eval` shell block runs as written (venv paths mapped to this one)."""
+def _run_bash_block(needle: str, cwd: Path) -> None:
+    """Run the README's first bash block containing ``needle`` as written (venv paths mapped to this
+    one), failing on the first command that fails."""
     import subprocess
     import sys
 
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    blocks = [b for b in blocks if "detopt eval" in b]
-    assert blocks
-    bindir = Path(sys.executable).parent
-    script = blocks[0].replace(".venv/bin/", f"{bindir}/")
-    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if needle in b]
+    assert blocks, f"no README bash block with {needle!r}"
+    script = blocks[0].replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, check=True, capture_output=True)
+
+
+def test_readme_eval_commands_run(tmp_path):
+    """The README's `detopt eval` shell block runs as written."""
+    _run_bash_block("detopt eval", tmp_path)
     assert (tmp_path / "runs/eval-demo/metrics.json").exists()
     assert len(list((tmp_path / "runs/eval-demo/plots").glob("*.png"))) == 4
 
 
 def test_readme_data_commands_run(tmp_path):
     """The README's `detopt data` shell block runs as written, every command succeeding."""
-    import subprocess
-    import sys
-
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    blocks = [b for b in blocks if "detopt data synth" in b]
-    assert blocks
-    bindir = Path(sys.executable).parent
-    script = blocks[0].replace(".venv/bin/", f"{bindir}/")
-    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    _run_bash_block("detopt data synth", tmp_path)
     assert (tmp_path / "runs/shapes-voc/classes.txt").exists()
     assert len(list((tmp_path / "runs/shapes-stats").glob("*.png"))) == 4
     assert (tmp_path / "runs/shapes-resplit/data.yaml").exists()

@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from detopt.errors import DetoptError
@@ -55,12 +56,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         + (f", {counts['predictions_skipped']} skipped" if counts["predictions_skipped"] else "")
     )
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2))
-        os.replace(tmp, out)
-        print(f"wrote {out}")
+        _write_json(Path(args.json), result.to_dict())
     if args.plots:
         from detopt.evaluation.plots import save_plots
 
@@ -197,31 +193,19 @@ def _write_json(out: Path, doc: dict) -> None:
     print(f"wrote {out}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _imgsz(text: str) -> int:
-    v = _positive_int(text)
-    if v < 32:
-        raise argparse.ArgumentTypeError(f"must be >= 32, got {v}")
-    return v
+    return parse
 
 
 def _non_negative(text: str) -> float:
@@ -271,12 +255,12 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         "objects, occlusion, clutter, distractors, masks. Deterministic by seed.",
     )
     sy.add_argument("out", help="output folder")
-    sy.add_argument("--train", type=_count, default=2000, help="training images (default 2000)")
-    sy.add_argument("--val", type=_count, default=300, help="validation images (default 300)")
-    sy.add_argument("--imgsz", type=_imgsz, default=320, help="image side in pixels (default 320)")
+    sy.add_argument("--train", type=_int_at_least(0), default=2000, help="training images (default 2000)")
+    sy.add_argument("--val", type=_int_at_least(0), default=300, help="validation images (default 300)")
+    sy.add_argument("--imgsz", type=_int_at_least(32), default=320, help="image side in pixels (default 320)")
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument(
-        "--workers", type=_positive_int, default=default_workers(), help="processes (default: cores)"
+        "--workers", type=_int_at_least(1), default=default_workers(), help="processes (default: cores)"
     )
     sy.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty")
     sy.set_defaults(func=_cmd_data_synth)

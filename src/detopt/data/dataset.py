@@ -8,7 +8,6 @@ keeps the decoded, resized images (filled up front, so DataLoader workers share 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,9 +17,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detopt.data.defects import Defect, count_by_kind
+from detopt.data.defects import Defect, count_by_kind, refuse_or_warn
 from detopt.data.image_io import check_image, decode_image
-from detopt.data.transforms.letterbox import LetterboxMeta, letterbox_boxes, letterbox_image, letterbox_meta
+from detopt.data.transforms.letterbox import (
+    LetterboxMeta,
+    letterbox_boxes,
+    letterbox_image,
+    letterbox_meta,
+    resize_to_meta,
+)
 from detopt.errors import DetoptDataError
 from detopt.structures.records import ImageRecord
 
@@ -68,7 +73,7 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _meta(self, r: ImageRecord, h: int, w: int) -> LetterboxMeta:
+    def _meta(self, h: int, w: int) -> LetterboxMeta:
         return letterbox_meta(h, w, self.img_size, scaleup=self.scaleup)
 
     def _load_resized(self, i: int) -> tuple[np.ndarray, LetterboxMeta, tuple[int, int]]:
@@ -79,13 +84,8 @@ class DetectionDataset(Dataset):
             raise DetoptDataError(
                 f"{r.path}: decoded size {w}x{h} differs from the annotated {r.width}x{r.height}"
             )
-        meta = self._meta(r, h, w)
-        if (meta.resized_w, meta.resized_h) != (w, h):
-            import cv2
-
-            interp = cv2.INTER_AREA if meta.resized_w < w else cv2.INTER_LINEAR
-            img = cv2.resize(img, (meta.resized_w, meta.resized_h), interpolation=interp)
-        return img, meta, (h, w)
+        meta = self._meta(h, w)
+        return resize_to_meta(img, meta), meta, (h, w)
 
     def cache_images(self, workers: int | None = None) -> int:
         """Decode and resize every image into RAM; returns the bytes used."""
@@ -97,7 +97,7 @@ class DetectionDataset(Dataset):
         r = self.records[i]
         if self._cache is not None and self._cache[i] is not None:
             resized = self._cache[i]
-            meta = self._meta(r, r.height, r.width)
+            meta = self._meta(r.height, r.width)
             orig = (r.height, r.width)
         else:
             resized, meta, orig = self._load_resized(i)
@@ -139,12 +139,7 @@ def check_records(
     defects = [d for _, found in results for d in found if d.kind != "exif_rotation"]
     bad = {d.image for d in defects}
     if defects and not skip_invalid:
-        listing = "\n".join(f"  {d}" for d in defects[:20])
-        raise DetoptDataError(
-            f"{what}: {len(defects)} defective images; fix them (see `detopt data validate`) or "
-            f"skip them with --skip-invalid:\n{listing}",
-            defects,
-        )
+        refuse_or_warn(what, defects, skip_invalid=False, kept=0)
     return [r for r in records if r.path not in bad], defects
 
 
@@ -232,25 +227,14 @@ def dataset_from_source(
     ds, defects, _ = read_dataset(src, images_dir=images_dir)
     if split not in ds.splits:
         raise DetoptDataError(f"{src}: no split {split!r} (has {', '.join(ds.splits) or 'none'})")
-    split_defects = list(defects)  # a defect anywhere stops it: train and val are read together
-    if split_defects and not skip_invalid:
-        listing = "\n".join(f"  {d}" for d in split_defects[:20])
-        more = f"\n  ... and {len(split_defects) - 20} more" if len(split_defects) > 20 else ""
-        raise DetoptDataError(
-            f"{src}: {len(split_defects)} defects; fix them (see `detopt data validate`) or skip "
-            f"the defective images with --skip-invalid:\n{listing}{more}",
-            split_defects,
-        )
+    # a defect anywhere stops it (train and val are read together); reader defects stop before decoding
+    if not skip_invalid:
+        refuse_or_warn(str(src), defects, skip_invalid=False, kept=0)
     records = ds.splits[split]
     if check_images:
-        records, more_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
-        split_defects = split_defects + more_defects
+        records, decode_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
+        defects = defects + decode_defects
     dataset = DetectionDataset(records, img_size=img_size, cache=cache, transform=transform)
-    dataset.skipped = count_by_kind(split_defects)
-    if split_defects:
-        n_img = len({d.image for d in split_defects if d.image is not None})
-        kinds = ", ".join(f"{n} {k}" for k, n in dataset.skipped.items())
-        warnings.warn(
-            f"{src} [{split}]: skipped {n_img} defective images ({kinds}); {len(records)} kept", stacklevel=2
-        )
+    dataset.skipped = count_by_kind(defects)
+    refuse_or_warn(f"{src} [{split}]", defects, skip_invalid=True, kept=len(records))
     return dataset, ds.names

@@ -8,6 +8,7 @@ prints them all; loading for training refuses a data set with defects unless ask
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,34 @@ def count_by_kind(defects: list[Defect]) -> dict[str, int]:
     """Number of defects of each kind, in :data:`DEFECT_KINDS` order (kinds with none left out)."""
     c = Counter(d.kind for d in defects)
     return {k: c[k] for k in DEFECT_KINDS if c[k]}
+
+
+def refuse_or_warn(what: str, defects: list[Defect], skip_invalid: bool, kept: int) -> None:
+    """Stop on ``defects`` (a :class:`DetoptDataError` listing them) unless ``skip_invalid``; then warn
+    with the defective images left out, counted by kind. Nothing happens without defects.
+
+    Args:
+        what: names the data set in the message (a path, with the split when it matters).
+        kept: images still used after the defective ones were left out.
+    """
+    if not defects:
+        return
+    from detopt.errors import DetoptDataError
+
+    kinds = ", ".join(f"{n} {k}" for k, n in count_by_kind(defects).items())
+    images = len({d.image for d in defects if d.image is not None})
+    if not skip_invalid:
+        listing = "\n".join(f"  {d}" for d in defects[:20])
+        more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
+        raise DetoptDataError(
+            f"{what}: {len(defects)} defects ({kinds}); fix them (see `detopt data validate`) or skip the "
+            f"{images} defective images with --skip-invalid:\n{listing}{more}",
+            defects,
+        )
+    warnings.warn(
+        f"{what}: skipped {images} defective images ({len(defects)} defects: {kinds}); {kept} images kept",
+        stacklevel=3,
+    )
 
 
 def parse_float(text: str) -> float | None:

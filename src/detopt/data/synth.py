@@ -35,9 +35,9 @@ from pathlib import Path
 import cv2
 import numba
 import numpy as np
-import yaml
 
-from detopt.data.formats._common import fmt, output_dir
+from detopt.data.formats._common import output_dir
+from detopt.data.formats.yolo import data_yaml_text, label_line
 
 CLASSES = ("disc", "ring", "triangle", "square", "star", "cross", "crescent", "arrow")
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
@@ -449,13 +449,7 @@ def _write_chunk(args: tuple[int, int, str, Path, list[int]]) -> list[tuple[str,
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
                 raise RuntimeError("JPEG encoding failed")
-            lines = []
-            for o in objs:
-                x1, y1, x2, y2 = o.box
-                lines.append(
-                    f"{o.label} {fmt((x1 + x2) / 2 / imgsz, 7)} {fmt((y1 + y2) / 2 / imgsz, 7)} "
-                    f"{fmt((x2 - x1) / imgsz, 7)} {fmt((y2 - y1) / imgsz, 7)}\n"
-                )
+            lines = [label_line(o.label, list(o.box), imgsz, imgsz) for o in objs]
             label = out / "labels" / split / f"{split}_{i:06d}.txt"
             image = out / "images" / split / name
             pending.append(writer.submit(_write_files, image, buf, label, "".join(lines)))
@@ -520,14 +514,7 @@ def write_synthetic(
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
             counts[f"{split}_images"] = n
             counts[f"{split}_objects"] = len(coco["annotations"])
-        spec = {
-            "path": ".",
-            "train": "images/train",
-            "val": "images/val",
-            "nc": len(CLASSES),
-            "names": dict(enumerate(CLASSES)),
-        }
-        (tmp / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        (tmp / "data.yaml").write_text(data_yaml_text(list(splits), list(CLASSES)))
     return counts
 
 

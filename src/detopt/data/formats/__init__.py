@@ -7,10 +7,9 @@ defect found; ``load_dataset`` is the strict form used for training (defects sto
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-from detopt.data.defects import Defect, count_by_kind
+from detopt.data.defects import Defect, refuse_or_warn
 from detopt.data.formats._common import IMAGE_MODES, output_dir
 from detopt.data.formats.coco import read_coco, split_name, write_coco
 from detopt.data.formats.voc import is_voc_dir, read_voc, write_voc
@@ -110,22 +109,7 @@ def load_dataset(
             lists them.
     """
     ds, defects, _ = read_dataset(src, images_dir=images_dir, tolerance=tolerance)
-    if defects:
-        kinds = ", ".join(f"{n} {k}" for k, n in count_by_kind(defects).items())
-        skipped = len({d.image for d in defects if d.image is not None})
-        if not skip_invalid:
-            listing = "\n".join(f"  {d}" for d in defects[:20])
-            more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
-            raise DetoptDataError(
-                f"{src}: {len(defects)} defects ({kinds}); fix them (see `detopt data validate`) or skip the "
-                f"{skipped} defective images with --skip-invalid:\n{listing}{more}",
-                defects,
-            )
-        warnings.warn(
-            f"{src}: skipped {skipped} defective images ({len(defects)} defects: {kinds}); "
-            f"{ds.num_images} images kept",
-            stacklevel=2,
-        )
+    refuse_or_warn(str(src), defects, skip_invalid, kept=ds.num_images)
     return ds
 
 

@@ -100,9 +100,9 @@ def read_coco(
     defects: list[Defect] = []
 
     # categories
-    cat_index: dict[Any, int] = {}
     cats: list[tuple[int, str]] = []
     seen_names: set[str] = set()
+    cat_ids: set[int] = set()
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
             defects.append(
@@ -114,7 +114,7 @@ def read_coco(
                 )
             )
             continue
-        if c["id"] in {cid for cid, _ in cats}:
+        if c["id"] in cat_ids:
             defects.append(
                 Defect("duplicate_id", path, None, f"categories[{i}]: category id {c['id']} used twice")
             )
@@ -125,6 +125,7 @@ def read_coco(
             )
             continue
         seen_names.add(c["name"])
+        cat_ids.add(c["id"])
         cats.append((int(c["id"]), c["name"]))
     cats.sort()
     names = [n for _, n in cats]
@@ -246,29 +247,16 @@ def read_coco(
         if "id" in a:
             where += f" (id {a['id']!r:.40})"
             if not (_is_int(a["id"]) or isinstance(a["id"], str)):
-                defects.append(
-                    Defect(
-                        "malformed_file",
-                        path,
-                        None,
-                        f"{where}: an id must be an integer",
-                        _image_path(images, a.get("image_id")),
-                    )
-                )
-                if _hashable(a.get("image_id")) and a.get("image_id") in images:
-                    bad_images.add(a["image_id"])
-                continue
-            if a["id"] in seen_ann:
-                defects.append(
-                    Defect(
-                        "duplicate_id",
-                        path,
-                        None,
-                        f"{where}: annotation id used twice",
-                        _image_path(images, a.get("image_id")),
-                    )
-                )
-                if _hashable(a.get("image_id")) and a.get("image_id") in images:
+                problem = ("malformed_file", f"{where}: an id must be an integer")
+            elif a["id"] in seen_ann:
+                problem = ("duplicate_id", f"{where}: annotation id used twice")
+            else:
+                problem = None
+            if problem is not None:
+                kind, message = problem
+                img_path = _image_path(images, a.get("image_id"))
+                defects.append(Defect(kind, path, None, message, img_path))
+                if img_path is not None:
                     bad_images.add(a["image_id"])
                 continue
             seen_ann.add(a["id"])

@@ -230,6 +230,21 @@ def _labels_without_images(image_dir: Path, images: list[Path]) -> list[Defect]:
     ]
 
 
+def label_line(label: int, box: list[float], width: int, height: int) -> str:
+    """One label line ``class cx cy w h`` (normalized, 7 decimals) of an absolute xyxy box."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+    bw, bh = (x2 - x1) / width, (y2 - y1) / height
+    return f"{label} {fmt(cx, 7)} {fmt(cy, 7)} {fmt(bw, 7)} {fmt(bh, 7)}\n"
+
+
+def data_yaml_text(splits: list[str], names: list[str]) -> str:
+    """A ``data.yaml`` next to ``images/<split>`` folders."""
+    spec: dict[str, Any] = {"path": ".", **{s: f"images/{s}" for s in splits}, "nc": len(names),
+                            "names": dict(enumerate(names))}
+    return yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
+
+
 def write_yolo(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
     """Write ``out/data.yaml``, ``out/images/<split>/`` and ``out/labels/<split>/``.
 
@@ -255,19 +270,11 @@ def write_yolo(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
                     crowd_dropped += 1
                     continue
                 masks_dropped += bool(r.masks is not None and r.masks[j])
-                x1, y1, x2, y2 = (float(v) for v in r.boxes[j])
-                cx, cy = (x1 + x2) / 2 / r.width, (y1 + y2) / 2 / r.height
-                bw, bh = (x2 - x1) / r.width, (y2 - y1) / r.height
-                lines.append(f"{int(r.labels[j])} {fmt(cx, 7)} {fmt(cy, 7)} {fmt(bw, 7)} {fmt(bh, 7)}\n")
+                lines.append(label_line(int(r.labels[j]), r.boxes[j].tolist(), r.width, r.height))
             write_text(out / "labels" / split / (Path(name).stem + ".txt"), "".join(lines))
         if used.renamed:
             notes.append(f"{split}: {used.renamed} images renamed because their file stems collided")
-    spec: dict[str, Any] = {"path": "."}
-    for split in ds.splits:
-        spec[split] = f"images/{split}"
-    spec["nc"] = len(ds.names)
-    spec["names"] = dict(enumerate(ds.names))
-    write_text(out / "data.yaml", yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+    write_text(out / "data.yaml", data_yaml_text(list(ds.splits), ds.names))
     if crowd_dropped:
         notes.append(f"{crowd_dropped} crowd boxes left out: YOLO labels cannot mark crowd regions")
     if masks_dropped:

@@ -6,6 +6,7 @@ from detopt.data.transforms.letterbox import (
     letterbox_boxes,
     letterbox_image,
     letterbox_meta,
+    resize_to_meta,
     unletterbox_boxes,
 )
 
@@ -14,6 +15,6 @@ __all__ = [
     "letterbox",
     "letterbox_boxes",
     "letterbox_image",
-    "letterbox_meta",
+    "letterbox_meta", "resize_to_meta",
     "unletterbox_boxes",
 ]

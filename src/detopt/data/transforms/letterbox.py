@@ -46,15 +46,22 @@ def letterbox_meta(
     )
 
 
+def resize_to_meta(img: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
+    """``img`` ``[h, w, C]`` resized to ``meta``'s ``[resized_h, resized_w, C]`` (area filter when
+    shrinking, bilinear when enlarging); returned as is when it already has that size."""
+    h, w = img.shape[:2]
+    if (meta.resized_w, meta.resized_h) == (w, h):
+        return img
+    interp = cv2.INTER_AREA if meta.resized_w < w else cv2.INTER_LINEAR
+    return cv2.resize(img, (meta.resized_w, meta.resized_h), interpolation=interp)
+
+
 def letterbox_image(
     img: np.ndarray, size: int | tuple[int, int], meta: LetterboxMeta, pad_value: int = 114
 ) -> np.ndarray:
     """``img`` ``uint8 [h, w, C]`` resized and padded to ``[H, W, C]`` as ``meta`` says."""
     th, tw = (size, size) if isinstance(size, int) else size
-    h, w = img.shape[:2]
-    if (meta.resized_w, meta.resized_h) != (w, h):
-        interp = cv2.INTER_AREA if meta.resized_w < w else cv2.INTER_LINEAR
-        img = cv2.resize(img, (meta.resized_w, meta.resized_h), interpolation=interp)
+    img = resize_to_meta(img, meta)
     if img.ndim == 2:
         img = img[..., None]
     out = np.full((th, tw, img.shape[2]), pad_value, dtype=img.dtype)
