@@ -9,13 +9,19 @@ in float32.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from detopt.errors import DetoptInputError
 from detopt.ops._array import ArrayLike, check_boxes, is_tensor, to_torch
+from detopt.ops._iou_terms import (
+    aspect_term,
+    box_wh,
+    center_distance_ratio,
+    ciou_alpha,
+    giou_penalty,
+    inter_union_iou,
+)
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -56,15 +62,11 @@ def box_convert(boxes: ArrayLike, in_fmt: str, out_fmt: str) -> ArrayLike:
     return _back(out, boxes)
 
 
-def _wh(t: Tensor) -> tuple[Tensor, Tensor]:
-    return (t[:, 2] - t[:, 0]).clamp(min=0), (t[:, 3] - t[:, 1]).clamp(min=0)
-
-
 def box_area(boxes: ArrayLike) -> ArrayLike:
     """Area of ``boxes: [N, 4] xyxy`` -> ``[N]``; inverted boxes have area 0."""
     boxes = check_boxes(boxes)
     t = _as_float_tensor(boxes)
-    w, h = _wh(t)
+    w, h = box_wh(t)
     return _back(w * h, boxes)
 
 
@@ -94,36 +96,7 @@ def _pair(boxes1: ArrayLike, boxes2: ArrayLike) -> tuple[Tensor, Tensor]:
 
 def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Pairwise intersection, union and IoU of ``a: [N, 4]`` and ``b: [M, 4]`` -> ``[N, M]`` each."""
-    wa, ha = _wh(a)
-    wb, hb = _wh(b)
-    area_a, area_b = wa * ha, wb * hb
-    iw = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0]))
-    ih = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1]))
-    inter = iw.clamp(min=0) * ih.clamp(min=0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1), 0)
-    return inter, union, iou
-
-
-def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` where ``den > 0``, else 0."""
-    return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0)
-
-
-def _enclosing(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Width and height of the smallest box enclosing each pair -> ``[N, M]`` each."""
-    ew = torch.maximum(a[:, None, 2], b[None, :, 2]) - torch.minimum(a[:, None, 0], b[None, :, 0])
-    eh = torch.maximum(a[:, None, 3], b[None, :, 3]) - torch.minimum(a[:, None, 1], b[None, :, 1])
-    return ew.clamp(min=0), eh.clamp(min=0)
-
-
-def _center_distance_ratio(a: Tensor, b: Tensor) -> Tensor:
-    """``d² / c²``: squared centre distance over squared enclosing diagonal (0 when c = 0)."""
-    ew, eh = _enclosing(a, b)
-    c2 = ew * ew + eh * eh
-    dx = (a[:, None, 0] + a[:, None, 2]) * 0.5 - (b[None, :, 0] + b[None, :, 2]) * 0.5
-    dy = (a[:, None, 1] + a[:, None, 3]) * 0.5 - (b[None, :, 1] + b[None, :, 3]) * 0.5
-    return _safe_div(dx * dx + dy * dy, c2)
+    return inter_union_iou(a[:, None], b[None])
 
 
 def box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
@@ -139,16 +112,14 @@ def generalized_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     """
     a, b = _pair(boxes1, boxes2)
     _, union, iou = _inter_union(a, b)
-    ew, eh = _enclosing(a, b)
-    c = ew * eh
-    return _back(iou - _safe_div(c - union, c), boxes1)
+    return _back(iou - giou_penalty(a[:, None], b[None], union), boxes1)
 
 
 def distance_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     """DIoU (Zheng et al. 2020): ``IoU - d² / c²`` -> ``[N, M]``; penalty 0 where ``c = 0``."""
     a, b = _pair(boxes1, boxes2)
     iou = _inter_union(a, b)[2]
-    return _back(iou - _center_distance_ratio(a, b), boxes1)
+    return _back(iou - center_distance_ratio(a[:, None], b[None]), boxes1)
 
 
 def complete_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
@@ -159,9 +130,6 @@ def complete_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     """
     a, b = _pair(boxes1, boxes2)
     iou = _inter_union(a, b)[2]
-    wa, ha = _wh(a)
-    wb, hb = _wh(b)
-    diff = torch.atan2(wb, hb)[None, :] - torch.atan2(wa, ha)[:, None]
-    v = (4.0 / (math.pi**2)) * diff * diff
-    alpha = _safe_div(v, 1 - iou + v)
-    return _back(iou - _center_distance_ratio(a, b) - alpha * v, boxes1)
+    a, b = a[:, None], b[None]
+    v = aspect_term(a, b)
+    return _back(iou - center_distance_ratio(a, b) - ciou_alpha(iou, v) * v, boxes1)
