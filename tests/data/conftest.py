@@ -1,4 +1,4 @@
-"""Fixtures: a small synthetic data set and a hand-written tiny COCO set with edge cases."""
+"""Fixtures: a hand-written tiny COCO set with edge cases (synth_dir lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from detopt.data.synth import write_synthetic
-
-
-@pytest.fixture(scope="session")
-def synth_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth") / "shapes"
-    write_synthetic(out, train=40, val=10, imgsz=128, seed=3)
-    return out
 
 
 def write_image(path: Path, w: int, h: int, value: int = 90) -> Path:
