@@ -1,0 +1,74 @@
+"""Task-aligned assigner (TOOD, Feng et al. 2021), the assigner of YOLOv8-style heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from detopt.anchors import Anchors
+from detopt.assign._common import (
+    AssignResult,
+    build_targets,
+    check_inputs,
+    pairwise_iou,
+    points_in_boxes,
+    resolve_multiple,
+)
+from detopt.errors import DetoptInputError
+
+
+class TaskAlignedAssigner:
+    """Alignment ``t = s^α · u^β`` (``s`` the predicted score of the GT's class, ``u`` the IoU of
+    the predicted box with the GT); for each GT the ``topk`` anchors of highest ``t`` among those
+    whose point lies inside the GT are positive. An anchor positive for several GTs keeps the GT
+    with the highest IoU (among those it is positive for; Ultralytics takes the argmax over all
+    GTs, which can hand an anchor to a GT that did not select it).
+
+    Score target: ``t`` normalised per GT so its largest value equals that GT's largest IoU
+    over its positives (TOOD's ``t̂``).
+    """
+
+    def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9) -> None:
+        if topk < 1:
+            raise DetoptInputError(f"topk must be >= 1, got {topk}")
+        self.topk = topk
+        self.alpha = alpha
+        self.beta = beta
+        self.eps = eps
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        pred_scores: Tensor,
+        pred_boxes: Tensor,
+        anchors: Anchors,
+        gt_labels: Tensor,
+        gt_boxes: Tensor,
+        gt_mask: Tensor,
+    ) -> AssignResult:
+        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
+        b, a, c = pred_scores.shape
+        m = gt_boxes.shape[1]
+        if m == 0 or a == 0:
+            idx = torch.full((b, a), -1, dtype=torch.long, device=pred_scores.device)
+            return build_targets(idx, pred_scores.new_zeros((b, a)), gt_labels, gt_boxes, c)
+        dtype = pred_boxes.dtype
+        gt = gt_boxes.to(dtype)
+        iou = pairwise_iou(gt, pred_boxes).clamp(min=0)  # [B, M, A]
+        labels = gt_labels.clamp(0, c - 1)
+        scores = pred_scores.transpose(1, 2).gather(1, labels[..., None].expand(-1, -1, a))  # [B, M, A]
+        inside = points_in_boxes(anchors.points.to(dtype), gt, self.eps) & gt_mask[..., None]
+        align = torch.where(inside, scores.to(dtype).pow(self.alpha) * iou.pow(self.beta), 0)
+        k = min(self.topk, a)
+        ranked = torch.where(inside, align, torch.full_like(align, -1.0))
+        top = ranked.topk(k, dim=-1).indices
+        pos = torch.zeros_like(inside).scatter_(2, top, True) & inside
+        gt_index = resolve_multiple(pos, iou)
+        fg = gt_index >= 0
+        pos = pos & (torch.arange(m, device=pos.device)[None, :, None] == gt_index[:, None])
+        align_pos = align * pos
+        max_align = align_pos.amax(-1, keepdim=True)  # [B, M, 1]
+        max_iou = (iou * pos).amax(-1, keepdim=True)
+        norm = (align_pos * max_iou / (max_align + self.eps)).amax(1)  # [B, A]
+        quality = torch.where(fg, norm, 0).to(pred_scores.dtype)
+        return build_targets(gt_index, quality, gt_labels, gt_boxes, c)
