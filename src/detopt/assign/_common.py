@@ -95,8 +95,7 @@ def points_in_boxes(points: Tensor, gt_boxes: Tensor, eps: float = 1e-9) -> Tens
     """``points: [A, 2]`` strictly inside ``gt_boxes: [B, M, 4]`` (margins > eps) -> ``[B, M, A]``."""
     x, y = points[:, 0], points[:, 1]
     g = gt_boxes[..., None, :]
-    margins = torch.stack((x - g[..., 0], y - g[..., 1], g[..., 2] - x, g[..., 3] - y), -1)
-    return margins.amin(-1) > eps
+    return (x > g[..., 0] + eps) & (y > g[..., 1] + eps) & (x < g[..., 2] - eps) & (y < g[..., 3] - eps)
 
 
 def resolve_multiple(pos: Tensor, score: Tensor) -> Tensor:

@@ -10,11 +10,11 @@ from detopt.assign._common import (
     AssignResult,
     build_targets,
     check_inputs,
-    pairwise_iou,
     points_in_boxes,
     resolve_multiple,
 )
 from detopt.errors import DetoptInputError
+from detopt.ops._iou_terms import inter_union_iou
 
 
 class TaskAlignedAssigner:
@@ -54,13 +54,19 @@ class TaskAlignedAssigner:
             return build_targets(idx, pred_scores.new_zeros((b, a)), gt_labels, gt_boxes, c)
         dtype = pred_boxes.dtype
         gt = gt_boxes.to(dtype)
-        iou = pairwise_iou(gt, pred_boxes).clamp(min=0)  # [B, M, A]
-        labels = gt_labels.clamp(0, c - 1)
-        scores = pred_scores.transpose(1, 2).gather(1, labels[..., None].expand(-1, -1, a))  # [B, M, A]
-        inside = points_in_boxes(anchors.points.to(dtype), gt, self.eps) & gt_mask[..., None]
-        align = torch.where(inside, scores.to(dtype).pow(self.alpha) * iou.pow(self.beta), 0)
+        inside = points_in_boxes(anchors.points.to(dtype), gt, self.eps) & gt_mask[..., None]  # [B, M, A]
+        # IoU and alignment only where they can matter: anchor points inside a GT (sparse)
+        bi, mi, ai = inside.nonzero(as_tuple=True)
+        iou_v = inter_union_iou(gt[bi, mi], pred_boxes[bi, ai])[2].clamp(min=0)
+        score_v = pred_scores[bi, ai, gt_labels[bi, mi]].to(dtype)
+        align_v = score_v.pow(self.alpha) * iou_v.pow(self.beta)
+        iou = torch.zeros(inside.shape, dtype=dtype, device=inside.device)
+        iou[bi, mi, ai] = iou_v
+        align = torch.zeros_like(iou)
+        align[bi, mi, ai] = align_v
+        ranked = torch.full_like(iou, -1.0)
+        ranked[bi, mi, ai] = align_v
         k = min(self.topk, a)
-        ranked = torch.where(inside, align, torch.full_like(align, -1.0))
         top = ranked.topk(k, dim=-1).indices
         pos = torch.zeros_like(inside).scatter_(2, top, True) & inside
         gt_index = resolve_multiple(pos, iou)
