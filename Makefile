@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_postprocess.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_anchors.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

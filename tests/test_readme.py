@@ -40,3 +40,13 @@ def test_readme_data_commands_run(tmp_path):
     assert (tmp_path / "runs/shapes-voc/classes.txt").exists()
     assert len(list((tmp_path / "runs/shapes-stats").glob("*.png"))) == 4
     assert (tmp_path / "runs/shapes-resplit/data.yaml").exists()
+
+
+def test_readme_anchors_commands_run(tmp_path):
+    """The README's `detopt anchors` shell block runs as written."""
+    import json
+
+    _run_bash_block("detopt anchors", tmp_path)
+    fits = json.loads((tmp_path / "runs/anchors.json").read_text())["fits"]
+    assert fits[0]["mean_best_iou"] >= fits[1]["mean_best_iou"]
+    assert (tmp_path / "runs/anchors.png").stat().st_size > 10_000
