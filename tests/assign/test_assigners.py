@@ -210,6 +210,29 @@ def test_task_aligned_hand_built():
     assert res.target_scores[0, 1, 0].item() == pytest.approx(t1 / t0)
 
 
+def test_simota_hand_built():
+    """Points x = 4..44 (stride 8); GT [0, 0, 24, 8] holds points 0-2, its centre region (2.5
+    strides) points 0-3. Top-10 IoU sum 1 + .5 + .5 + 1 = 3 -> k = 3; point 3 predicts the GT
+    exactly but is outside the box, so its cost carries the penalty: positives are points 0-2,
+    with the IoU of their predictions as score targets."""
+    an = anchor_points([(1, 6)], [8], dtype=F64)
+    boxes = torch.tensor(
+        [[[0, 0, 24, 8], [0, 0, 12, 8], [12, 0, 24, 8], [0, 0, 24, 8], [40, 0, 48, 8], [40, 0, 48, 8.0]]],
+        dtype=F64,
+    )
+    res = SimOTAAssigner()(
+        torch.full((1, 6, 2), 0.5, dtype=F64),
+        boxes,
+        an,
+        torch.tensor([[1]]),
+        torch.tensor([[[0, 0, 24, 8.0]]], dtype=F64),
+        torch.ones(1, 1, dtype=bool),
+    )
+    assert res.fg_mask[0].tolist() == [True, True, True, False, False, False]
+    torch.testing.assert_close(res.target_scores[0, :3, 1], torch.tensor([1.0, 0.5, 0.5], dtype=F64))
+    assert (res.target_scores[0, :, 0] == 0).all()
+
+
 ALL = [MaxIoUAssigner, ATSSAssigner, TaskAlignedAssigner, SimOTAAssigner, HungarianMatcher]
 
 
