@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from detopt.data.defects import Defect, count_by_kind, refuse_or_warn
 from detopt.data.image_io import check_image, decode_image
+from detopt.data.transforms._shapes import scale_polygon
 from detopt.data.transforms.letterbox import (
     LetterboxMeta,
     letterbox_boxes,
@@ -26,6 +27,8 @@ from detopt.data.transforms.letterbox import (
     letterbox_meta,
     resize_to_meta,
 )
+from detopt.data.transforms.pipeline import Compose
+from detopt.data.transforms.sample import Sample
 from detopt.errors import DetoptDataError
 from detopt.structures.records import ImageRecord
 
@@ -40,7 +43,12 @@ class DetectionDataset(Dataset):
         records: the images (crowd boxes are kept and flagged; losses usually ignore them).
         img_size: side of the square network input.
         cache: keep decoded, resized images in RAM (decoded up front with threads).
-        transform: applied after the letterbox (augmentation; see ``detopt.data.transforms``).
+        transform: applied after the letterbox (a plain ``(img, boxes, labels)`` callable).
+        pipeline: an augmentation :class:`~detopt.data.transforms.pipeline.Compose`; it replaces
+            the letterbox (it ends at ``img_size`` itself) and draws other images for mosaic,
+            MixUp and copy-paste from this data set. Item ``i`` of epoch ``e`` uses
+            ``numpy.random.default_rng([seed, e, i])``: reproducible with any number of workers.
+        seed: the pipeline's seed.
         pad_value: grey level of the padding.
         scaleup: also enlarge images smaller than ``img_size`` (else only pad them).
 
@@ -57,12 +65,17 @@ class DetectionDataset(Dataset):
         transform: Transform | None = None,
         pad_value: int = 114,
         scaleup: bool = True,
+        pipeline: Compose | None = None,
+        seed: int = 0,
     ) -> None:
         if img_size < 1:
             raise ValueError(f"img_size must be >= 1, got {img_size}")
         self.records = list(records)
         self.img_size = int(img_size)
         self.transform = transform
+        self.pipeline = pipeline
+        self.seed = int(seed)
+        self.epoch = 0
         self.pad_value = int(pad_value)
         self.scaleup = scaleup
         self.skipped: dict[str, int] = {}
@@ -93,18 +106,42 @@ class DetectionDataset(Dataset):
             self._cache = [img for img, _, _ in pool.map(self._load_resized, range(len(self)))]
         return sum(im.nbytes for im in self._cache if im is not None)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
+        """The epoch seeds the augmentation; with ``epochs`` it also drives close-mosaic."""
+        self.epoch = int(epoch)
+        if self.pipeline is not None and epochs is not None:
+            self.pipeline.set_epoch(epoch, epochs)
+
+    def _resized(self, i: int) -> tuple[np.ndarray, LetterboxMeta, tuple[int, int]]:
         r = self.records[i]
         if self._cache is not None and self._cache[i] is not None:
-            resized = self._cache[i]
-            meta = self._meta(r.height, r.width)
-            orig = (r.height, r.width)
-        else:
-            resized, meta, orig = self._load_resized(i)
-        img = letterbox_image(resized, self.img_size, meta, self.pad_value)
-        boxes = letterbox_boxes(r.boxes, meta)
-        labels = r.labels.copy()
+            return self._cache[i], self._meta(r.height, r.width), (r.height, r.width)
+        return self._load_resized(i)
+
+    def raw_sample(self, i: int) -> Sample:
+        """Image ``i`` resized (longer side ``img_size``, no padding) with its objects, for augmentation."""
+        r = self.records[i]
+        resized, meta, _ = self._resized(i)
+        shifted = LetterboxMeta(meta.scale_x, meta.scale_y, 0, 0, meta.resized_w, meta.resized_h)
+        masks = None
+        if r.masks is not None:
+            masks = [[scale_polygon(p, meta.scale_x, meta.scale_y) for p in obj] for obj in r.masks]
+        return Sample(resized, letterbox_boxes(r.boxes, shifted), r.labels, masks)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = self.records[i]
+        resized, meta, orig = self._resized(i)
         crowd = r.crowd.copy()
+        if self.pipeline is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            other = lambda g: self.raw_sample(int(g.integers(len(self))))  # noqa: E731
+            out = self.pipeline(self.raw_sample(i), rng, other)
+            img, boxes, labels = out.image, out.boxes, out.labels
+            crowd = np.zeros(len(boxes), bool)  # objects of other images mix in: flags cannot follow
+        else:
+            img = letterbox_image(resized, self.img_size, meta, self.pad_value)
+            boxes = letterbox_boxes(r.boxes, meta)
+            labels = r.labels.copy()
         if self.transform is not None:
             n = len(boxes)
             img, boxes, labels = self.transform(img, boxes, labels)

@@ -153,9 +153,22 @@ def _coverage(ids: np.ndarray, mask: np.ndarray, ox: int, oy: int, n: int) -> tu
 
 
 @numba.njit(cache=True, nogil=True)
-def _paint(img: np.ndarray, ids: np.ndarray, mask: np.ndarray, ox: int, oy: int, kind: int, c1: np.ndarray,
-           c2: np.ndarray, scale: np.float32, ca: np.float32, sa: np.float32, rnd: np.ndarray, new_id: int,
-           outline: bool) -> None:
+def _paint(
+    img: np.ndarray,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    ox: int,
+    oy: int,
+    kind: int,
+    c1: np.ndarray,
+    c2: np.ndarray,
+    scale: np.float32,
+    ca: np.float32,
+    sa: np.float32,
+    rnd: np.ndarray,
+    new_id: int,
+    outline: bool,
+) -> None:
     """Paint a local mask at ``(ox, oy)`` with a texture and write ``new_id`` under it.
 
     Textures (coordinates local to the mask): 0 flat ``c1``; 1 ``c1 + rnd`` (pixel noise); 2 stripes
@@ -349,8 +362,22 @@ class SceneGenerator:
             a = float(rng.uniform(0, np.pi)) if kind == "stripes" else 0.0
             new_id = len(full) if is_obj else 0
             outline = is_obj and CLASSES[cls] == "arrow"  # outlined in the second colour
-            _paint(img, ids, mask, bx0, by0, _TEXTURE_CODE[kind], c1, c2, np.float32(max(2.0, d / 6)),
-                   np.float32(math.cos(a)), np.float32(math.sin(a)), rnd, new_id, outline)
+            _paint(
+                img,
+                ids,
+                mask,
+                bx0,
+                by0,
+                _TEXTURE_CODE[kind],
+                c1,
+                c2,
+                np.float32(max(2.0, d / 6)),
+                np.float32(math.cos(a)),
+                np.float32(math.sin(a)),
+                rnd,
+                new_id,
+                outline,
+            )
             if is_obj:
                 full.append(inside)
                 labels.append(cls)

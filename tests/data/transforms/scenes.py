@@ -21,9 +21,10 @@ def colour(i: int) -> tuple[int, int, int]:
 
 
 def make_scene(
-    rng: np.random.Generator, h: int = 160, w: int = 200, n: int = 8, masks: bool = False
+    rng: np.random.Generator, h: int = 160, w: int = 200, n: int = 8, masks: bool = False, first: int = 0
 ) -> Sample:
-    """``n`` objects on a grid of cells (no overlaps): rectangles, or convex polygons with masks."""
+    """``n`` objects on a grid of cells (no overlaps): rectangles, or convex polygons with masks.
+    Object ids (labels, colours) are ``first .. first + n - 1``."""
     img = np.zeros((h, w, 3), np.uint8)
     cols, rows = 4, (n + 3) // 4
     cw, ch = w // cols, h // rows
@@ -40,14 +41,14 @@ def make_scene(
             # paint exactly the pixels whose centre lies inside the polygon
             yy, xx = np.mgrid[0:h, 0:w]
             inside = Path(pts).contains_points(np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], 1))
-            img[inside.reshape(h, w)] = colour(i)
-            ys, xs = np.nonzero((img == colour(i)).all(-1))
+            img[inside.reshape(h, w)] = colour(first + i)
+            ys, xs = np.nonzero((img == colour(first + i)).all(-1))
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
             polys.append([(pts).reshape(-1).astype(np.float32)])
         else:
-            img[y0:y1, x0:x1] = colour(i)
+            img[y0:y1, x0:x1] = colour(first + i)
             boxes.append([x0, y0, x1, y1])
-    return Sample(img, np.array(boxes, np.float32), np.arange(n), polys if masks else None)
+    return Sample(img, np.array(boxes, np.float32), np.arange(first, first + n), polys if masks else None)
 
 
 def visible_boxes(img: np.ndarray, n: int) -> dict[int, tuple[np.ndarray, int]]:

@@ -240,8 +240,12 @@ def label_line(label: int, box: list[float], width: int, height: int) -> str:
 
 def data_yaml_text(splits: list[str], names: list[str]) -> str:
     """A ``data.yaml`` next to ``images/<split>`` folders."""
-    spec: dict[str, Any] = {"path": ".", **{s: f"images/{s}" for s in splits}, "nc": len(names),
-                            "names": dict(enumerate(names))}
+    spec: dict[str, Any] = {
+        "path": ".",
+        **{s: f"images/{s}" for s in splits},
+        "nc": len(names),
+        "names": dict(enumerate(names)),
+    }
     return yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
 
 

@@ -141,6 +141,14 @@ def object_polygons(
     return flat, np.asarray(offs, np.int64), np.asarray(owner, np.int64)
 
 
+def scale_polygon(p: np.ndarray, sx: float, sy: float, tx: float = 0.0, ty: float = 0.0) -> np.ndarray:
+    """Polygon ``float32 [2P]`` with ``x -> x·sx + tx``, ``y -> y·sy + ty``."""
+    q = np.asarray(p, np.float32).copy()
+    q[0::2] = q[0::2] * sx + tx
+    q[1::2] = q[1::2] * sy + ty
+    return q
+
+
 def apply_matrix(pts: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``pts [P, 2]`` through the 3x3 (affine or perspective) matrix ``m``."""
     if not len(pts):
