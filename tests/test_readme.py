@@ -50,3 +50,9 @@ def test_readme_anchors_commands_run(tmp_path):
     fits = json.loads((tmp_path / "runs/anchors.json").read_text())["fits"]
     assert fits[0]["mean_best_iou"] >= fits[1]["mean_best_iou"]
     assert (tmp_path / "runs/anchors.png").stat().st_size > 10_000
+
+
+def test_readme_preview_commands_run(tmp_path):
+    """The README's `detopt data preview` shell block runs as written."""
+    _run_bash_block("detopt data preview", tmp_path)
+    assert (tmp_path / "runs/preview/preview.png").stat().st_size > 50_000

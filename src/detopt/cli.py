@@ -185,6 +185,27 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_preview(args: argparse.Namespace) -> int:
+    """Augmented samples with boxes and names drawn, as one PNG grid."""
+    from detopt.data.dataset import DetectionDataset
+    from detopt.data.formats import load_dataset
+    from detopt.data.preview import preview_grid, save_preview
+    from detopt.data.transforms.pipeline import build_pipeline, default_pipeline
+
+    ds = load_dataset(args.src, images_dir=args.images, skip_invalid=args.skip_invalid)
+    records = ds.splits[args.split] if args.split in ds.splits else ds.all_records()
+    if not records:
+        raise DetoptError(f"{args.src}: no images to preview")
+    if args.pipeline:
+        pipe = build_pipeline(args.pipeline, size=args.imgsz)
+    else:
+        pipe = default_pipeline(args.imgsz or 320)
+    data = DetectionDataset(records, img_size=pipe.size, pipeline=pipe, seed=args.seed)
+    path = save_preview(preview_grid(data, ds.names, args.n, args.seed), args.out)
+    print(f"wrote {path} ({args.n} samples, {len(pipe.transforms)} transforms, {pipe.size} px)")
+    return 0
+
+
 def _cmd_anchors(args: argparse.Namespace) -> int:
     """Fit anchors to a data set's training boxes: IoU k-means + evolution vs Euclidean k-means."""
     from detopt.anchors import euclidean_kmeans_anchors, kmeans_anchors, normalized_wh
@@ -359,6 +380,25 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     images_opts(sp)
     out_opts(sp)
     sp.set_defaults(func=_cmd_data_split)
+
+    pv = dsub.add_parser(
+        "preview",
+        help="a PNG grid of augmented samples with boxes and class names",
+        description="Runs the augmentation pipeline (YAML; default: mosaic, affine, HSV, flip) on "
+        "random training images and draws the boxes, so a person can look before training.",
+    )
+    pv.add_argument("src")
+    pv.add_argument("--pipeline", help="pipeline YAML (size, close_mosaic, transforms: [{name, ...}])")
+    pv.add_argument("--out", required=True, help="folder for preview.png")
+    pv.add_argument("-n", type=_int_at_least(1), default=16, help="samples (default 16)")
+    pv.add_argument(
+        "--imgsz", type=_int_at_least(32), default=None, help="output size (default: the YAML's, else 320)"
+    )
+    pv.add_argument("--split", default="train", help="split to sample (default train; all when absent)")
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
+    images_opts(pv)
+    pv.set_defaults(func=_cmd_data_preview)
 
 
 def _unit_interval(text: str) -> float:
