@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_anchors.py
+	$(PY) benchmarks/bench_augment.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -31,7 +31,7 @@ def hflip(s: Sample) -> Sample:
     masks = None
     if s.masks is not None:
         masks = [[_flip_poly(p, w, 0) for p in obj] for obj in s.masks]
-    return Sample(np.ascontiguousarray(s.image[:, ::-1]), b, s.labels.copy(), masks)
+    return Sample(cv2.flip(s.image, 1), b, s.labels.copy(), masks)
 
 
 def vflip(s: Sample) -> Sample:
@@ -42,7 +42,7 @@ def vflip(s: Sample) -> Sample:
     masks = None
     if s.masks is not None:
         masks = [[_flip_poly(p, h, 1) for p in obj] for obj in s.masks]
-    return Sample(np.ascontiguousarray(s.image[::-1]), b, s.labels.copy(), masks)
+    return Sample(cv2.flip(s.image, 0), b, s.labels.copy(), masks)
 
 
 def _flip_poly(p: np.ndarray, extent: int, axis: int) -> np.ndarray:
