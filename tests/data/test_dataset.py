@@ -147,3 +147,17 @@ def test_dataset_with_augmentation_pipeline_is_reproducible(synth_dir):
     assert not ds.pipeline.mixing_on
     d = ds[5]
     assert set(d["labels"].tolist()) <= set(recs[5].labels.tolist())
+
+
+def test_augmented_samples_leave_crowd_regions_out(synth_dir):
+    from detopt.data.formats import load_dataset
+    from detopt.data.transforms.pipeline import Compose
+
+    recs = load_dataset(synth_dir / "annotations").splits["train"]
+    r = recs[0]
+    r.crowd = np.zeros(len(r), bool)
+    r.crowd[0] = True
+    ds = DetectionDataset([r], img_size=96, pipeline=Compose([], 96))
+    s = ds.raw_sample(0)
+    assert len(s.labels) == len(r) - 1 and len(s.masks) == len(r) - 1
+    assert len(ds[0]["boxes"]) == len(r) - 1

@@ -119,14 +119,19 @@ class DetectionDataset(Dataset):
         return self._load_resized(i)
 
     def raw_sample(self, i: int) -> Sample:
-        """Image ``i`` resized (longer side ``img_size``, no padding) with its objects, for augmentation."""
+        """Image ``i`` resized (longer side ``img_size``, no padding) with its objects, for augmentation.
+
+        Crowd regions are left out: mixing images loses the flags, and a crowd region trained as
+        an ordinary object would teach the wrong box.
+        """
         r = self.records[i]
         resized, meta, _ = self._resized(i)
         shifted = LetterboxMeta(meta.scale_x, meta.scale_y, 0, 0, meta.resized_w, meta.resized_h)
         masks = None
         if r.masks is not None:
             masks = [[scale_polygon(p, meta.scale_x, meta.scale_y) for p in obj] for obj in r.masks]
-        return Sample(resized, letterbox_boxes(r.boxes, shifted), r.labels, masks)
+        s = Sample(resized, letterbox_boxes(r.boxes, shifted), r.labels, masks)
+        return s.select(~np.asarray(r.crowd, bool)) if r.crowd is not None and r.crowd.any() else s
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.records[i]
