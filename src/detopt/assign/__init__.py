@@ -5,7 +5,7 @@ Every assigner has the same call shape (see ``detopt.assign._common``)::
     result = assigner(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
 """
 
-from detopt.assign._common import IGNORE, AssignResult
+from detopt.assign._common import IGNORE, Assigner, AssignResult
 from detopt.assign.atss import ATSSAssigner
 from detopt.assign.hungarian import HungarianMatcher
 from detopt.assign.max_iou import MaxIoUAssigner
@@ -26,6 +26,7 @@ __all__ = [
     "IGNORE",
     "ATSSAssigner",
     "AssignResult",
+    "Assigner",
     "HungarianMatcher",
     "MaxIoUAssigner",
     "SimOTAAssigner",

@@ -84,6 +84,38 @@ def check_inputs(
         raise DetoptInputError(f"gt_labels: classes must be in [0, {c}), got {valid.min()}..{valid.max()}")
 
 
+class Assigner:
+    """Base of every assigner: ``__call__`` checks the inputs and runs :meth:`assign` without
+    gradients. Subclasses implement :meth:`assign` (same arguments, already checked)."""
+
+    #: False for matchers that ignore anchors (set prediction); ``anchors`` may then be None.
+    needs_anchors: bool = True
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        pred_scores: Tensor,
+        pred_boxes: Tensor,
+        anchors: Anchors | None,
+        gt_labels: Tensor,
+        gt_boxes: Tensor,
+        gt_mask: Tensor,
+    ) -> AssignResult:
+        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask, self.needs_anchors)
+        return self.assign(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
+
+    def assign(
+        self,
+        pred_scores: Tensor,
+        pred_boxes: Tensor,
+        anchors: Anchors | None,
+        gt_labels: Tensor,
+        gt_boxes: Tensor,
+        gt_mask: Tensor,
+    ) -> AssignResult:
+        raise NotImplementedError
+
+
 def pairwise_iou(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
     """IoU of ``gt_boxes: [B, M, 4]`` with ``boxes: [B, A, 4]`` (or ``[A, 4]``) -> ``[B, M, A]``."""
     if boxes.ndim == 2:

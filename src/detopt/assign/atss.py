@@ -7,9 +7,9 @@ from torch import Tensor
 
 from detopt.anchors import Anchors
 from detopt.assign._common import (
+    Assigner,
     AssignResult,
     build_targets,
-    check_inputs,
     pairwise_iou,
     points_in_boxes,
     resolve_multiple,
@@ -17,7 +17,7 @@ from detopt.assign._common import (
 from detopt.errors import DetoptInputError
 
 
-class ATSSAssigner:
+class ATSSAssigner(Assigner):
     """For each GT: the ``topk`` anchors per level closest to its centre are candidates; the
     threshold is the mean + standard deviation (unbiased, as ``torch.std``) of their IoUs;
     candidates at or above it whose centre lies inside the GT (margin > ``eps``) are positive.
@@ -33,8 +33,7 @@ class ATSSAssigner:
         self.topk = topk
         self.eps = eps
 
-    @torch.no_grad()
-    def __call__(
+    def assign(
         self,
         pred_scores: Tensor,
         pred_boxes: Tensor,
@@ -43,7 +42,6 @@ class ATSSAssigner:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
         boxes = anchors.boxes.to(gt_boxes)
         points = anchors.points.to(gt_boxes)
         iou = pairwise_iou(gt_boxes, boxes)  # [B, M, A]

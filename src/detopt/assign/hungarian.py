@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from detopt.anchors import Anchors
-from detopt.assign._common import AssignResult, build_targets, check_inputs
+from detopt.assign._common import Assigner, AssignResult, build_targets
 from detopt.errors import DetoptInputError
 from detopt.ops._iou_terms import giou_penalty, inter_union_iou
 
@@ -17,7 +17,7 @@ def _cxcywh(b: Tensor) -> Tensor:
     return torch.cat(((b[..., :2] + b[..., 2:]) * 0.5, b[..., 2:] - b[..., :2]), -1)
 
 
-class HungarianMatcher:
+class HungarianMatcher(Assigner):
     """Cost of query ``q`` and GT ``g``::
 
         cost_class · (pos - neg)[q, label_g] + cost_l1 · |cxcywh_q - cxcywh_g|₁ / l1_normalizer
@@ -29,6 +29,8 @@ class HungarianMatcher:
     exactly one query when there are at least as many queries as GTs; ``anchors`` is unused.
     Score targets are 1.
     """
+
+    needs_anchors = False
 
     def __init__(
         self,
@@ -59,8 +61,7 @@ class HungarianMatcher:
         giou = iou - giou_penalty(a, g, union)
         return self.cost_class * (pos - neg) + self.cost_l1 * l1 - self.cost_giou * giou
 
-    @torch.no_grad()
-    def __call__(
+    def assign(
         self,
         pred_scores: Tensor,
         pred_boxes: Tensor,
@@ -69,7 +70,6 @@ class HungarianMatcher:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask, need_anchors=False)
         b, q, c = pred_scores.shape
         gt_index = torch.full((b, q), -1, dtype=torch.long, device=pred_boxes.device)
         for i in range(b):

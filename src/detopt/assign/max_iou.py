@@ -6,11 +6,17 @@ import torch
 from torch import Tensor
 
 from detopt.anchors import Anchors
-from detopt.assign._common import AssignResult, build_targets, check_inputs, pairwise_iou, resolve_multiple
+from detopt.assign._common import (
+    Assigner,
+    AssignResult,
+    build_targets,
+    pairwise_iou,
+    resolve_multiple,
+)
 from detopt.errors import DetoptInputError
 
 
-class MaxIoUAssigner:
+class MaxIoUAssigner(Assigner):
     """Positive where the best IoU with a GT is ``>= pos_iou_thr``, negative where it is
     ``< neg_iou_thr``, ignored in between.
 
@@ -38,8 +44,7 @@ class MaxIoUAssigner:
         self.min_pos_iou = min_pos_iou
         self.low_quality_match = low_quality_match
 
-    @torch.no_grad()
-    def __call__(
+    def assign(
         self,
         pred_scores: Tensor,
         pred_boxes: Tensor,
@@ -48,7 +53,6 @@ class MaxIoUAssigner:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
         iou = pairwise_iou(gt_boxes, anchors.boxes.to(gt_boxes))  # [B, M, A]
         iou = torch.where(gt_mask[..., None], iou, torch.full_like(iou, -1.0))
         best = iou.amax(1) if iou.shape[1] else iou.new_full(iou.shape[::2], -1.0)

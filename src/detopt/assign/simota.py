@@ -7,13 +7,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detopt.anchors import Anchors
-from detopt.assign._common import AssignResult, build_targets, check_inputs, pairwise_iou, points_in_boxes
+from detopt.assign._common import (
+    Assigner,
+    AssignResult,
+    build_targets,
+    pairwise_iou,
+    points_in_boxes,
+)
 from detopt.errors import DetoptInputError
 
 _OUTSIDE_COST = 1e5
 
 
-class SimOTAAssigner:
+class SimOTAAssigner(Assigner):
     """For each image: candidates are anchors whose point lies inside a GT or within
     ``center_radius · stride`` of its centre (the centre prior). The cost of GT ``g`` and
     candidate ``a`` is ``cls_weight · BCE(p_a, onehot(g)) summed over classes + iou_weight ·
@@ -39,8 +45,7 @@ class SimOTAAssigner:
         self.iou_weight = iou_weight
         self.cls_weight = cls_weight
 
-    @torch.no_grad()
-    def __call__(
+    def assign(
         self,
         pred_scores: Tensor,
         pred_boxes: Tensor,
@@ -49,7 +54,6 @@ class SimOTAAssigner:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
         b, a, c = pred_scores.shape
         dtype = pred_boxes.dtype
         points = anchors.points.to(dtype)

@@ -7,9 +7,9 @@ from torch import Tensor
 
 from detopt.anchors import Anchors
 from detopt.assign._common import (
+    Assigner,
     AssignResult,
     build_targets,
-    check_inputs,
     points_in_boxes,
     resolve_multiple,
 )
@@ -17,7 +17,7 @@ from detopt.errors import DetoptInputError
 from detopt.ops._iou_terms import inter_union_iou
 
 
-class TaskAlignedAssigner:
+class TaskAlignedAssigner(Assigner):
     """Alignment ``t = s^α · u^β`` (``s`` the predicted score of the GT's class, ``u`` the IoU of
     the predicted box with the GT); for each GT the ``topk`` anchors of highest ``t`` among those
     whose point lies inside the GT are positive. An anchor positive for several GTs keeps the GT
@@ -36,8 +36,7 @@ class TaskAlignedAssigner:
         self.beta = beta
         self.eps = eps
 
-    @torch.no_grad()
-    def __call__(
+    def assign(
         self,
         pred_scores: Tensor,
         pred_boxes: Tensor,
@@ -46,7 +45,6 @@ class TaskAlignedAssigner:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
         b, a, c = pred_scores.shape
         m = gt_boxes.shape[1]
         if m == 0 or a == 0:

@@ -124,8 +124,11 @@ class DetectionDataset(Dataset):
         Crowd regions are left out: mixing images loses the flags, and a crowd region trained as
         an ordinary object would teach the wrong box.
         """
-        r = self.records[i]
         resized, meta, _ = self._resized(i)
+        return self._sample(self.records[i], resized, meta)
+
+    @staticmethod
+    def _sample(r: ImageRecord, resized: np.ndarray, meta: LetterboxMeta) -> Sample:
         shifted = LetterboxMeta(meta.scale_x, meta.scale_y, 0, 0, meta.resized_w, meta.resized_h)
         masks = None
         if r.masks is not None:
@@ -140,7 +143,7 @@ class DetectionDataset(Dataset):
         if self.pipeline is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             other = lambda g: self.raw_sample(int(g.integers(len(self))))  # noqa: E731
-            out = self.pipeline(self.raw_sample(i), rng, other)
+            out = self.pipeline(self._sample(r, resized, meta), rng, other)
             img, boxes, labels = out.image, out.boxes, out.labels
             crowd = np.zeros(len(boxes), bool)  # objects of other images mix in: flags cannot follow
         else:

@@ -16,39 +16,33 @@ import math
 import cv2
 import numpy as np
 
-from detopt.data.transforms._shapes import transform_shapes
+from detopt.data.transforms._shapes import scale_polygon, transform_shapes
 from detopt.data.transforms.sample import BoxFilter, Sample
 
 PAD = 114
 DEFAULT_FILTER = BoxFilter()
 
 
-def hflip(s: Sample) -> Sample:
-    """Mirror left-right: ``x -> W - x``."""
-    w = s.size[1]
+def _flip(s: Sample, axis: int) -> Sample:
+    """Mirror along ``axis`` (0: x, left-right; 1: y, top-bottom): ``c -> extent - c``."""
+    extent = s.size[1 - axis]
     b = s.boxes.copy()
-    b[:, [0, 2]] = w - s.boxes[:, [2, 0]]
+    b[:, [axis, axis + 2]] = extent - s.boxes[:, [axis + 2, axis]]
     masks = None
     if s.masks is not None:
-        masks = [[_flip_poly(p, w, 0) for p in obj] for obj in s.masks]
-    return Sample(cv2.flip(s.image, 1), b, s.labels.copy(), masks)
+        k = (-1.0, 1.0, extent, 0.0) if axis == 0 else (1.0, -1.0, 0.0, extent)
+        masks = [[scale_polygon(p, *k) for p in obj] for obj in s.masks]
+    return Sample(cv2.flip(s.image, 1 - axis), b, s.labels.copy(), masks)
+
+
+def hflip(s: Sample) -> Sample:
+    """Mirror left-right: ``x -> W - x``."""
+    return _flip(s, 0)
 
 
 def vflip(s: Sample) -> Sample:
     """Mirror top-bottom: ``y -> H - y``."""
-    h = s.size[0]
-    b = s.boxes.copy()
-    b[:, [1, 3]] = h - s.boxes[:, [3, 1]]
-    masks = None
-    if s.masks is not None:
-        masks = [[_flip_poly(p, h, 1) for p in obj] for obj in s.masks]
-    return Sample(cv2.flip(s.image, 0), b, s.labels.copy(), masks)
-
-
-def _flip_poly(p: np.ndarray, extent: int, axis: int) -> np.ndarray:
-    q = np.asarray(p, np.float32).copy()
-    q[axis::2] = extent - q[axis::2]
-    return q
+    return _flip(s, 1)
 
 
 def _shift(dx: float, dy: float) -> np.ndarray:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from detopt.data.transforms._shapes import Polygons, scale_polygon, transform_shapes
+from detopt.data.transforms.geometric import hflip
 from detopt.data.transforms.sample import BoxFilter, Sample
 
 PAD = 114
@@ -131,12 +132,21 @@ def mixup(a: Sample, b: Sample, rng: np.random.Generator, alpha: float = 32.0) -
     return Sample(img, np.concatenate([a.boxes, b.boxes]), np.concatenate([a.labels, b.labels]), masks)
 
 
-def _ioa(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection of ``box [4]`` with each of ``boxes [N, 4]`` over the area of each of ``boxes``."""
+def _intersections(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection area of ``box [4]`` with each of ``boxes [N, 4]``."""
     iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return np.divide(iw * ih, area, out=np.zeros(len(boxes)), where=area > 0)
+    return iw * ih
+
+
+def _covers_too_much(box: np.ndarray, boxes: np.ndarray, max_cover: float) -> bool:
+    """Whether ``box`` and any of ``boxes`` cover more than ``max_cover`` of the other's area."""
+    if not len(boxes):
+        return False
+    inter = _intersections(box, boxes)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    own = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+    return bool((inter > max_cover * areas).any() or (inter > max_cover * own).any())
 
 
 def copy_paste(
@@ -157,8 +167,6 @@ def copy_paste(
     """
     if dst.size != src.size:
         raise ValueError(f"copy_paste needs equal sizes, got {dst.size} and {src.size}")
-    from detopt.data.transforms.geometric import hflip
-
     if flip:
         src = hflip(src)
     img = dst.image.copy()
@@ -167,10 +175,7 @@ def copy_paste(
     masks = None if dst.masks is None else list(dst.masks)
     for i in np.flatnonzero(rng.random(len(src.labels)) < p):
         box = src.boxes[i]
-        current = np.asarray(boxes, np.float32).reshape(-1, 4)
-        if len(current) and (
-            (_ioa(box, current) > max_cover).any() or (_ioa_rev(box, current) > max_cover).any()
-        ):
+        if _covers_too_much(box, np.asarray(boxes, np.float32).reshape(-1, 4), max_cover):
             continue
         polys = src.masks[i] if src.masks is not None and src.masks[i] else None
         if polys:
@@ -190,14 +195,6 @@ def copy_paste(
         if masks is not None:
             masks.append(list(polys) if polys else [])
     return Sample(img, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), masks)
-
-
-def _ioa_rev(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection of ``box`` with each of ``boxes`` over the area of ``box``."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
-    return iw * ih / area
 
 
 def cutout(

@@ -335,11 +335,10 @@ class Compose:
         self.mixing_on = not (self.close_mosaic and epoch >= epochs - self.close_mosaic)
 
     def _run(self, s: Sample, rng: np.random.Generator, raw: Source | None, upto: int) -> Sample:
-        active = [t for t in self.transforms[:upto] if self.mixing_on or not t.mixes]
         if not self.mixing_on:
             s = self._letterbox(s, rng)
         for k, t in enumerate(self.transforms[:upto]):
-            if t not in active:
+            if t.mixes and not self.mixing_on:
                 continue
             source = None
             if raw is not None:
@@ -412,7 +411,7 @@ def build_pipeline(cfg: dict[str, Any] | str | Path, size: int | None = None) ->
             )
         if "size" in params and "size" not in kw and name != "affine":
             kw["size"] = size
-        if name == "affine" and "size" not in kw and i > 0 and out and isinstance(out[-1], Mosaic):
+        if name == "affine" and "size" not in kw and out and isinstance(out[-1], Mosaic):
             kw["size"] = size
         try:
             out.append(cls(**kw))
