@@ -11,7 +11,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from detopt.errors import DetoptError
+from detopt.errors import DetoptError, DetoptInputError
+
+_NMS_METHODS = ("nms", "soft_nms_gaussian", "soft_nms_linear", "diou_nms", "matrix_nms", "wbf")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -210,7 +212,6 @@ def _cmd_anchors(args: argparse.Namespace) -> int:
     """Fit anchors to a data set's training boxes: IoU k-means + evolution vs Euclidean k-means."""
     from detopt.anchors import euclidean_kmeans_anchors, kmeans_anchors, normalized_wh
     from detopt.data.formats import load_dataset
-    from detopt.errors import DetoptInputError
 
     ds = load_dataset(args.data, images_dir=args.images, skip_invalid=args.skip_invalid)
     split = "train" if "train" in ds.splits else None
@@ -420,6 +421,108 @@ def _coco_iou(text: str) -> float:
     return v
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a detector (or resume a run) and print the final metrics."""
+    from detopt.config import TrainConfig, build_config, load_config, parse_overrides
+    from detopt.engine import Trainer
+
+    overrides = parse_overrides(args.overrides)
+    flags = {k: v for k, v in {
+        "data": args.data, "images": args.images, "model": args.model, "imgsz": args.imgsz,
+        "epochs": args.epochs, "time": args.time, "batch": args.batch, "out": args.out,
+        "workers": args.workers, "device": args.device, "seed": args.seed,
+        "skip_invalid": True if args.skip_invalid else None,
+    }.items() if v is not None}
+    if args.resume:
+        trainer = Trainer.resume(args.resume, **(flags | overrides))
+        print(f"resuming {args.resume} at epoch {trainer.start_epoch + 1}/{trainer.epochs}")
+    else:
+        values = load_config(TrainConfig, args.config).model_dump() if args.config else {}
+        values |= flags | overrides
+        if "data" not in values:
+            raise DetoptInputError("train: --data is required (or --config with a data key, or --resume)")
+        trainer = Trainer(build_config(TrainConfig, values))
+    from detopt.models import count_flops, count_parameters
+
+    m = trainer.model
+    print(f"{trainer.cfg.model}: {count_parameters(m) / 1e6:.2f} M parameters, "
+          f"{count_flops(m, trainer.cfg.imgsz) / 1e9:.2f} GFLOPs at {trainer.cfg.imgsz}; "
+          f"{len(trainer.train_set)} training images, batch {trainer.cfg.batch} "
+          f"x accumulate {trainer.accumulate}")
+    summary = trainer.train()
+    if trainer.main:
+        print(f"done: {summary['epochs']} epochs in {summary['elapsed']:.0f} s -> {summary['out']}")
+        if summary["metrics"]:
+            ap, ap50 = summary["metrics"]["metrics/AP"], summary["metrics"]["metrics/AP50"]
+            best = summary["best_fitness"]
+            print(f"last validation: mAP50-95 {ap:.4f}  mAP50 {ap50:.4f}  (best mAP50-95 {best:.4f})")
+        if summary["bad_steps"]:
+            print(f"{summary['bad_steps']} steps skipped for a non-finite loss")
+    return 0
+
+
+def _postprocessor_from_args(model, args: argparse.Namespace):
+    from detopt.models import Postprocessor
+
+    return Postprocessor(model.strides, model.reg_max, method=args.nms, score_thr=args.conf,
+                         iou_thr=args.iou, max_det=args.max_det)
+
+
+def _cmd_val(args: argparse.Namespace) -> int:
+    """Evaluate trained weights on a split: COCO metrics, per-class table, JSON, plots."""
+    from detopt.data.dataset import dataset_from_source
+    from detopt.engine import evaluate_detector
+    from detopt.engine.trainer import resolve_device
+    from detopt.inference import load_weights
+
+    model, names, imgsz = load_weights(args.weights)
+    imgsz = args.imgsz or imgsz or 640
+    ds, data_names = dataset_from_source(args.data, args.split, imgsz, images_dir=args.images,
+                                         skip_invalid=args.skip_invalid)
+    if len(data_names) != len(names):
+        raise DetoptInputError(f"{args.data}: {len(data_names)} classes, the weights have {len(names)}")
+    result, preds, _ = evaluate_detector(model, ds, names, _postprocessor_from_args(model, args),
+                                         resolve_device(args.device), batch_size=args.batch)
+    result.summary()
+    print()
+    print(result.per_class_table())
+    print(f"\n{len(ds)} images, {len(preds)} predictions")
+    if args.save_json:
+        _write_json(Path(args.save_json), preds)
+    if args.plots:
+        from detopt.evaluation.plots import save_plots
+
+        paths = save_plots(result, args.plots)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Detect objects in an image or a folder; draw PNGs and write COCO-style JSON."""
+    from detopt.engine.trainer import resolve_device
+    from detopt.inference import Predictor, load_weights
+
+    model, names, imgsz = load_weights(args.weights)
+    pred = Predictor(model, names, args.imgsz or imgsz or 640, _postprocessor_from_args(model, args),
+                     resolve_device(args.device), batch_size=args.batch)
+    records = pred.predict_to(args.source, args.out)
+    n_img = len({r["file_name"] for r in records})
+    drawn = f"; drawn into {args.out}" if args.out else ""
+    print(f"{len(records)} detections in {n_img} images with any{drawn}")
+    if args.save_json:
+        _write_json(Path(args.save_json), records)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export trained weights (safetensors)."""
+    from detopt.engine import export_safetensors
+
+    path = export_safetensors(args.weights, args.out, use_ema=not args.raw)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detopt",
@@ -483,6 +586,63 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
     an.add_argument("--images", help="COCO: folder the file_names are relative to")
     an.set_defaults(func=_cmd_anchors)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a detector (YOLO-style, anchor-free) with the full recipe",
+        description="Train on a data.yaml or a COCO json (+ --images). Extra KEY=VALUE arguments "
+        "override any config key (lr0=0.02 amp=false close_mosaic=2 ...); see detopt.config.TrainConfig.",
+    )
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    tr.add_argument("--data", help="data.yaml, COCO json or VOC root")
+    tr.add_argument("--images", help="COCO: folder the file_names are relative to")
+    tr.add_argument("--config", help="a YAML of config keys (flags and overrides win)")
+    tr.add_argument("--model", help="registered model name (default yolo-n; see detopt.models.list_models)")
+    tr.add_argument("--imgsz", type=_int_at_least(32), help="input size (default 320)")
+    budget = tr.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_int_at_least(1), help="epochs (default 100)")
+    budget.add_argument("--time", help="time budget (90s, 10m, 1.5h): epochs and schedule end on time")
+    tr.add_argument("--batch", type=_int_at_least(1), help="batch size (default 16)")
+    tr.add_argument("--out", help="run folder (default runs/train)")
+    tr.add_argument("--workers", type=_int_at_least(0), help="data loader processes (default 2)")
+    tr.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) exactly")
+    tr.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
+    tr.set_defaults(func=_cmd_train)
+
+    def add_post(p: argparse.ArgumentParser, conf: float) -> None:
+        p.add_argument("--weights", required=True, help="RUN/best.pt, last.pt or a .safetensors export")
+        p.add_argument("--imgsz", type=_int_at_least(32), help="input size (default: the training size)")
+        p.add_argument("--batch", type=_int_at_least(1), default=16)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--conf", type=_unit_interval, default=conf, help=f"score threshold (default {conf})")
+        p.add_argument("--iou", type=_unit_interval, default=0.7, help="NMS IoU threshold (default 0.7)")
+        p.add_argument("--max-det", type=_int_at_least(1), default=300)
+        p.add_argument("--nms", default="nms", choices=list(_NMS_METHODS), help="suppression method")
+
+    va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
+    add_post(va, 0.001)
+    va.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
+    va.add_argument("--images", help="COCO: folder the file_names are relative to")
+    va.add_argument("--split", default="val")
+    va.add_argument("--save-json", help="write the predictions (COCO results + file_name) here")
+    va.add_argument("--plots", help="write PR, F1 and confusion-matrix plots here")
+    va.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
+    va.set_defaults(func=_cmd_val)
+
+    pr = sub.add_parser("predict", help="detect objects in images: drawn PNGs and JSON")
+    add_post(pr, 0.25)
+    pr.add_argument("--source", required=True, help="an image or a folder of images")
+    pr.add_argument("--out", help="write the drawn images (PNG) here")
+    pr.add_argument("--save-json", help="write the detections (COCO results + file_name) here")
+    pr.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser("export", help="export trained weights (safetensors)")
+    ex.add_argument("--weights", required=True, help="a checkpoint (.pt)")
+    ex.add_argument("--out", required=True, help="the .safetensors file to write")
+    ex.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

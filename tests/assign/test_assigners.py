@@ -210,6 +210,22 @@ def test_task_aligned_hand_built():
     assert res.target_scores[0, 1, 0].item() == pytest.approx(t1 / t0)
 
 
+def test_task_aligned_tiny_alignment_still_targets_the_best_iou():
+    """Early in training a small object's IoU with the predicted boxes is ~0.03, so s^0.5 u^6 is
+    ~1e-10: the score target must still reach the best IoU (an additive 1e-9 in the denominator
+    would zero it, and with it the box-loss weight)."""
+    an = anchor_points([(1, 2)], [8], dtype=torch.float32)  # points x = 4, 12
+    gt = torch.tensor([[[0, 0, 16, 8.0]]])
+    boxes = torch.tensor([[[-56, -56, 64, 64], [-40, -52, 60, 60.0]]])  # huge: IoU ~ 0.01
+    res = TaskAlignedAssigner(topk=2)(
+        torch.full((1, 2, 1), 0.01), boxes, an, torch.zeros(1, 1, dtype=torch.long), gt,
+        torch.ones(1, 1, dtype=bool),
+    )
+    ious = [128 / (120 * 120), 128 / (100 * 112)]
+    assert res.fg_mask[0].tolist() == [True, True]
+    assert res.target_scores[0, :, 0].max().item() == pytest.approx(max(ious), rel=1e-5)
+
+
 def test_simota_hand_built():
     """Points x = 4..44 (stride 8); GT [0, 0, 24, 8] holds points 0-2, its centre region (2.5
     strides) points 0-3. Top-10 IoU sum 1 + .5 + .5 + 1 = 3 -> k = 3; point 3 predicts the GT

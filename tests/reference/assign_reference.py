@@ -93,7 +93,7 @@ def task_aligned(scores, boxes, points, gts, labels, topk=10, alpha=0.5, beta=6.
             tmax = max(t[gi, j] for j in mine)
             umax = max(ious[gi, j] for j in mine)
             for j in mine:
-                q[j] = t[gi, j] * umax / (tmax + eps)
+                q[j] = t[gi, j] * umax / tmax if tmax > 0 else 0.0
     return idx, q
 
 

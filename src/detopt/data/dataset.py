@@ -258,11 +258,14 @@ def dataset_from_source(
     cache: bool = False,
     transform: Transform | None = None,
     check_images: bool = True,
+    pipeline: Compose | None = None,
+    seed: int = 0,
 ) -> tuple[DetectionDataset, list[str]]:
     """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split.
 
     Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
     defective images are left out and counted (by kind) in ``dataset.skipped`` and a warning.
+    ``pipeline`` and ``seed``: the augmentation of a training split (see :class:`DetectionDataset`).
 
     Returns:
         (dataset, class names).
@@ -279,7 +282,9 @@ def dataset_from_source(
     if check_images:
         records, decode_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
         defects = defects + decode_defects
-    dataset = DetectionDataset(records, img_size=img_size, cache=cache, transform=transform)
+    dataset = DetectionDataset(
+        records, img_size=img_size, cache=cache, transform=transform, pipeline=pipeline, seed=seed
+    )
     dataset.skipped = count_by_kind(defects)
     refuse_or_warn(f"{src} [{split}]", defects, skip_invalid=True, kept=len(records))
     return dataset, ds.names

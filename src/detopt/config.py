@@ -1,0 +1,145 @@
+"""Configs of the commands as pydantic models: validated once at the edge, written next to a run.
+
+``key=value`` overrides (CLI) are parsed with YAML scalars (``lr0=0.02``, ``amp=false``,
+``pipeline=aug.yaml``) and validated with the rest; an unknown key lists the close ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from detopt.errors import DetoptInputError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """``"90s"``, ``"10m"``, ``"1.5h"`` or a number of seconds -> seconds."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise DetoptInputError(f"time: expected a duration like 90s, 10m or 1.5h, got {value!r}")
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if seconds <= 0:
+        raise DetoptInputError(f"time: must be positive, got {value!r}")
+    return seconds
+
+
+class TrainConfig(BaseModel):
+    """Everything ``detopt train`` uses. Defaults: the recipe for short CPU budgets."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str
+    images: str | None = None
+    out: str = "runs/train"
+    model: str = "yolo-n"
+    p2: bool = False
+    imgsz: int = Field(320, ge=32)
+    epochs: int = Field(100, ge=1)
+    time: float | None = Field(None, description="budget in seconds; sets epochs to end on time")
+    batch: int = Field(16, ge=1)
+    nbs: int = Field(64, ge=1, description="nominal batch: gradients accumulate up to it")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr0: float = Field(0.01, gt=0)
+    lrf: float = Field(0.01, gt=0, le=1)
+    momentum: float = Field(0.937, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "linear", "step"] = "cosine"
+    warmup_epochs: float = Field(3.0, ge=0)
+    warmup_min_iters: int = Field(100, ge=0)
+    warmup_bias_lr: float = Field(0.1, ge=0)
+    warmup_momentum: float = Field(0.8, ge=0, lt=1)
+    ema: bool = True
+    ema_decay: float = Field(0.9999, ge=0, lt=1)
+    ema_tau: float = Field(2000.0, gt=0)
+    amp: bool = True
+    grad_clip: float = Field(10.0, gt=0)
+    multi_scale: bool = False
+    multi_scale_range: tuple[float, float] = (0.5, 1.5)
+    close_mosaic: int = Field(10, ge=0)
+    pipeline: str | None = Field(None, description="augmentation YAML (default: mosaic, affine, HSV, flip)")
+    augment: bool = True
+    cls_loss: Literal["bce", "vfl", "qfl"] = "bce"
+    box_gain: float = Field(7.5, ge=0)
+    cls_gain: float = Field(0.5, ge=0)
+    dfl_gain: float = Field(1.5, ge=0)
+    workers: int = Field(2, ge=0)
+    cache: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    val: bool = True
+    val_split: str = "val"
+    val_every: int = Field(1, ge=1)
+    nms: str = "nms"
+    conf: float = Field(0.001, ge=0, le=1)
+    iou: float = Field(0.7, ge=0, le=1)
+    max_det: int = Field(300, ge=1)
+    max_bad_steps: int = Field(10, ge=1, description="consecutive non-finite losses before stopping")
+    skip_invalid: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr0=0.02", "amp=false"]`` -> ``{"lr0": 0.02, "amp": False}`` (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DetoptInputError(f"override {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise DetoptInputError(f"override {pair!r}: {e}") from None
+    return out
+
+
+def build_config(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """Validate ``values`` into ``cls``; errors name every bad key (unknown keys with close matches)."""
+    fields = list(cls.model_fields)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, fields, n=3, cutoff=0.5)
+            hints.append(f"{k!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise DetoptInputError(f"unknown config key(s): {', '.join(hints)}")
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        msgs = [
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        ]
+        raise DetoptInputError("invalid config: " + "; ".join(msgs)) from None
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def load_config(cls: type[BaseModel], path: str | Path) -> BaseModel:
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DetoptInputError(f"{path}: cannot read the config: {e}") from None
+    if not isinstance(values, dict):
+        raise DetoptInputError(f"{path}: expected a mapping of config keys")
+    return build_config(cls, values)

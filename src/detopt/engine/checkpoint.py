@@ -1,0 +1,102 @@
+"""Checkpoints: atomic writes, safe loading (``weights_only``), model rebuild, safetensors export."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detopt.errors import DetoptInputError
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``:
+    a reader (or a crash) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` (no code runs while loading).
+
+    Raises:
+        DetoptInputError: missing, unreadable or not a detopt checkpoint (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DetoptInputError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise DetoptInputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
+        raise DetoptInputError(f"{path}: not a detopt checkpoint (needs 'model' and 'spec')")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, use_ema: bool = True) -> nn.Module:
+    """Rebuild the model a checkpoint was trained as (``ckpt["spec"]``) and load its weights
+    (the EMA's when present and ``use_ema``). Returns it in eval mode."""
+    from detopt.models import create_model
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    spec = dict(ckpt["spec"])
+    name, nc = spec.pop("name"), spec.pop("num_classes")
+    model = create_model(name, nc, **spec)
+    state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def export_safetensors(ckpt: dict[str, Any] | str | Path, path: str | Path, use_ema: bool = True) -> Path:
+    """Write the (EMA) weights as safetensors, with the model spec and class names as metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    meta = {"spec": json.dumps(ckpt["spec"]), "names": json.dumps(list(ckpt.get("names", [])))}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_safetensors(path: str | Path) -> tuple[nn.Module, list[str]]:
+    """Rebuild a model from :func:`export_safetensors` output -> ``(model in eval mode, class names)``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from detopt.models import create_model
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "spec" not in meta:
+        raise DetoptInputError(f"{path}: no detopt model spec in the safetensors metadata")
+    spec = json.loads(meta["spec"])
+    name, nc = spec.pop("name"), spec.pop("num_classes")
+    model = create_model(name, nc, **spec)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), json.loads(meta.get("names", "[]"))

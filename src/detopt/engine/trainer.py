@@ -1,0 +1,480 @@
+"""The training loop: warmup + schedule, accumulation to a nominal batch, AMP, EMA, multi-scale,
+close-mosaic, time budgets, atomic checkpoints with exact resume, DDP under ``torchrun``."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from detopt.config import TrainConfig, save_config
+from detopt.data.dataset import collate_detections, dataset_from_source
+from detopt.data.transforms.multiscale import random_train_size, resize_batch
+from detopt.data.transforms.pipeline import build_pipeline, default_pipeline
+from detopt.engine.checkpoint import atomic_save, load_checkpoint
+from detopt.engine.ema import ModelEMA
+from detopt.engine.optim import build_optimizer, set_hyperparameters
+from detopt.engine.schedules import Schedule
+from detopt.engine.validate import autocast, evaluate_detector
+from detopt.errors import DetoptError, DetoptInputError
+from detopt.evaluation import STAT_NAMES
+from detopt.models import DetectionCriterion, Postprocessor, create_model
+
+
+class DetoptTrainingError(DetoptError):
+    """Training cannot go on (e.g. the loss stays non-finite)."""
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch: a permutation drawn from ``(seed, epoch)`` (or the identity), split
+    round-robin over ``world`` ranks after padding to a multiple of ``world``. The same
+    ``(seed, epoch)`` always gives the same order, which is what exact resume needs."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            order = list(range(self.n))
+        else:
+            g = torch.Generator()
+            g.manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        pad = (-len(order)) % self.world
+        return order + order[:pad]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order()[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DetoptInputError(f"device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DetoptInputError(f"device: {name!r} asked for but CUDA is not available")
+    return dev
+
+
+def _distributed() -> tuple[int, int, int]:
+    """``(rank, world, local_rank)`` from the torchrun environment (``(0, 1, 0)`` without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Trainer:
+    """Train a registered detector on a data set (see :class:`~detopt.config.TrainConfig`).
+
+    ``Trainer(cfg).train()`` writes ``cfg.out``: ``config.yaml``, ``results.csv``, ``last.pt``,
+    ``best.pt`` (and ``tensorboard/``). ``Trainer.resume(run_dir)`` continues a run from its
+    ``last.pt`` (model, EMA, optimizer, scaler, RNG, epoch; the data order and the augmentation
+    are functions of ``(seed, epoch, index)``), so a killed run ends with the same weights as an
+    uninterrupted one in deterministic mode.
+    """
+
+    def __init__(self, cfg: TrainConfig, _resume: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.rank, self.world, local_rank = _distributed()
+        self.device = resolve_device(cfg.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.main = self.rank == 0
+        self.out = Path(cfg.out)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            if self.device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.backends.cudnn.benchmark = False
+        torch.manual_seed(cfg.seed)
+
+        pipeline = None
+        if cfg.augment:
+            pipeline = (
+                build_pipeline(cfg.pipeline, size=cfg.imgsz)
+                if cfg.pipeline
+                else default_pipeline(cfg.imgsz, close_mosaic=cfg.close_mosaic)
+            )
+            pipeline.close_mosaic = cfg.close_mosaic
+        self.train_set, self.names = dataset_from_source(
+            cfg.data,
+            "train",
+            cfg.imgsz,
+            images_dir=cfg.images,
+            skip_invalid=cfg.skip_invalid,
+            cache=cfg.cache,
+            pipeline=pipeline,
+            seed=cfg.seed,
+        )
+        if len(self.train_set) == 0:
+            raise DetoptInputError(f"{cfg.data}: the train split has no images")
+        self.val_set = None
+        if cfg.val:
+            self.val_set, _ = dataset_from_source(
+                cfg.data,
+                cfg.val_split,
+                cfg.imgsz,
+                images_dir=cfg.images,
+                skip_invalid=cfg.skip_invalid,
+                cache=cfg.cache,
+            )
+
+        self.model = create_model(cfg.model, len(self.names), p2=cfg.p2, img_size=cfg.imgsz).to(self.device)
+        self.criterion = DetectionCriterion(
+            len(self.names),
+            self.model.strides,
+            self.model.reg_max,
+            cls_loss=cfg.cls_loss,
+            box_gain=cfg.box_gain,
+            cls_gain=cfg.cls_gain,
+            dfl_gain=cfg.dfl_gain,
+        )
+        self.postprocessor = Postprocessor(
+            self.model.strides,
+            self.model.reg_max,
+            method=cfg.nms,
+            score_thr=cfg.conf,
+            iou_thr=cfg.iou,
+            max_det=cfg.max_det,
+        )
+        total_batch = cfg.batch * self.world
+        self.accumulate = max(round(cfg.nbs / total_batch), 1)
+        weight_decay = cfg.weight_decay * total_batch * self.accumulate / cfg.nbs
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed, True, self.rank, self.world)
+        drop_last = len(self.sampler) >= cfg.batch
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.batch,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate_detections,
+            drop_last=drop_last,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        self.iters_per_epoch = len(self.loader)
+        if self.iters_per_epoch == 0:
+            raise DetoptInputError(f"{cfg.data}: no full batch of {cfg.batch} images")
+
+        self.epochs = cfg.epochs
+        self.start_epoch = 0
+        self.best_fitness = -1.0
+        self.bad_steps = 0
+        self.elapsed = 0.0  # training seconds before this process (resume)
+        self.metrics: dict[str, float] = {}
+        if _resume is not None:
+            self._load_state(_resume)
+
+    # ---------------------------------------------------------------- state
+    @classmethod
+    def resume(cls, run: str | Path, **overrides: Any) -> Trainer:
+        """A trainer that continues ``run`` (its folder or its ``last.pt``)."""
+        path = Path(run)
+        path = path / "last.pt" if path.is_dir() else path
+        ckpt = load_checkpoint(path)
+        values = dict(ckpt["config"]) | overrides
+        cfg = TrainConfig(**values)
+        return cls(cfg, _resume=ckpt)
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.epochs = int(ckpt["epochs"])
+        self.best_fitness = float(ckpt["best_fitness"])
+        self.bad_steps = int(ckpt["bad_steps"])
+        self.elapsed = float(ckpt["elapsed"])
+        self.metrics = dict(ckpt.get("metrics") or {})
+
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "epochs": self.epochs,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "spec": dict(self.model.spec),
+            "names": list(self.names),
+            "config": self.cfg.model_dump(mode="json"),
+            "best_fitness": self.best_fitness,
+            "bad_steps": self.bad_steps,
+            "elapsed": self.elapsed,
+            "metrics": dict(self.metrics),
+        }
+
+    # ---------------------------------------------------------------- loop
+    def _schedule(self) -> Schedule:
+        nb = self.iters_per_epoch
+        warmup = (
+            max(round(self.cfg.warmup_epochs * nb), self.cfg.warmup_min_iters)
+            if self.cfg.warmup_epochs
+            else 0
+        )
+        warmup = min(warmup, max(self.epochs * nb // 2, 1))  # never warm up for more than half the run
+        return Schedule(
+            self.cfg.lr0,
+            self.cfg.lrf,
+            self.cfg.schedule,
+            self.cfg.momentum,
+            warmup,
+            self.cfg.warmup_bias_lr,
+            self.cfg.warmup_momentum,
+        )
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.world > 1:  # every rank must skip together, or DDP waits forever
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def _budget_epochs(self, epoch_seconds: float, done: int) -> int:
+        """Epochs that fit the time budget, given the mean seconds of one (train + val)."""
+        left = self.cfg.time - self.elapsed
+        return max(done + int(left // max(epoch_seconds, 1e-6)), done, 1)
+
+    def _first_estimate(self, i: int, nb: int, epoch: int) -> None:
+        """Early in the first epoch, fit the epochs to the budget so warmup, schedule and
+        close-mosaic are planned for the real length (iterations 5-25 are timed: the first ones
+        carry the loader's start-up). Refined after every epoch with measured epoch times."""
+        first, last = min(5, nb - 1), min(25, nb - 1)
+        if i == first:
+            self._t_first = time.perf_counter()
+        if i == last:
+            per_iter = (time.perf_counter() - self._t_first) / max(last - first, 1)
+            val_share = 1.15 if self.val_set is not None else 1.0
+            self.epochs = max(self._budget_epochs(per_iter * nb * val_share, epoch), epoch + 1)
+            self.train_set.set_epoch(epoch, self.epochs)
+
+    def train_epoch(self, epoch: int, t_run: float) -> dict[str, float]:
+        cfg = self.cfg
+        nb = self.iters_per_epoch
+        self.train_set.set_epoch(epoch, self.epochs)
+        self.sampler.set_epoch(epoch)
+        self.net.train()
+        sums = {"box": 0.0, "cls": 0.0, "dfl": 0.0}
+        n_ok = 0
+        consecutive = 0
+        images_seen = 0
+        pending = False
+        last_step = -1
+        bar = None
+        if self.main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{self.epochs}", leave=True, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        lr = 0.0
+        for i, batch in enumerate(self.loader):
+            ni = i + nb * epoch
+            sched = self._schedule()
+            lr, bias_lr, mom = sched.at(ni, nb * self.epochs)
+            set_hyperparameters(self.optimizer, lr, bias_lr, mom)
+            accumulate = self.accumulate
+            if ni < sched.warmup_iters:
+                accumulate = max(1, round(1 + (self.accumulate - 1) * ni / sched.warmup_iters))
+            images = batch["images"].to(self.device, non_blocking=True).float().div_(255)
+            boxes = batch["boxes"]
+            if cfg.multi_scale:
+                size = random_train_size(
+                    np.random.default_rng([cfg.seed, epoch, i]),
+                    cfg.imgsz,
+                    self.model.max_stride,
+                    tuple(cfg.multi_scale_range),
+                )
+                images, boxes = resize_batch(images, boxes, size)
+            targets = {
+                "boxes": boxes,
+                "labels": batch["labels"],
+                "batch_index": batch["batch_index"],
+                "crowd": batch["crowd"],
+            }
+            with autocast(self.device, cfg.amp):
+                outputs = self.net(images)
+            loss, items = self.criterion(outputs, targets)
+            if not self._finite(loss):
+                self.bad_steps += 1
+                consecutive += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                pending = False
+                if consecutive >= cfg.max_bad_steps:
+                    raise DetoptTrainingError(
+                        f"the loss was not finite for {consecutive} steps in a row (epoch {epoch + 1}, "
+                        f"iteration {i}); lower lr0 (now {cfg.lr0}), turn amp off, or check the labels"
+                    )
+                continue
+            consecutive = 0
+            self.scaler.scale(loss).backward()
+            pending = True
+            if i - last_step >= accumulate:
+                self._optimizer_step()
+                last_step, pending = i, False
+            n_ok += 1
+            for k in sums:
+                sums[k] += items[k]
+            images_seen += images.shape[0]
+            if bar is not None:
+                dt = time.perf_counter() - t0
+                bar.set_postfix(
+                    {
+                        **{k: f"{v / n_ok:.3f}" for k, v in sums.items()},
+                        "lr": f"{lr:.2e}",
+                        "img/s": f"{images_seen * self.world / dt:.1f}",
+                    },
+                    refresh=False,
+                )
+                bar.update(1)
+            if cfg.time is not None and epoch == self.start_epoch:
+                self._first_estimate(i, nb, epoch)
+        if pending:  # never carry gradients across an epoch boundary (exact resume)
+            self._optimizer_step()
+        if bar is not None:
+            bar.close()
+        dt = time.perf_counter() - t0
+        out = {f"train/{k}": v / max(n_ok, 1) for k, v in sums.items()}
+        out.update({"lr": lr, "img/s": images_seen * self.world / max(dt, 1e-9), "bad_steps": self.bad_steps})
+        return out
+
+    def validate(self) -> dict[str, float]:
+        model = self.ema.module if self.ema is not None else self.model
+        res, _, _ = evaluate_detector(
+            model,
+            self.val_set,
+            self.names,
+            self.postprocessor,
+            self.device,
+            batch_size=self.cfg.batch * 2,
+            workers=0,
+            amp=self.cfg.amp,
+        )
+        return {f"metrics/{k}": float(v) for k, v in zip(STAT_NAMES, res.stats, strict=True)}
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        path = self.out / "results.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _trim_results(self) -> None:
+        """On resume, drop rows of epochs after the checkpoint (written before a crash)."""
+        path = self.out / "results.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if int(r["epoch"]) <= self.start_epoch]
+        if len(keep) != len(rows) and rows:
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(keep)
+
+    def train(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns a summary (best fitness, last metrics, timings)."""
+        cfg = self.cfg
+        writer = None
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            self._trim_results()
+            if cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise DetoptInputError(
+                        "tensorboard=true needs the tensorboard package (pip install tensorboard)"
+                    ) from None
+                writer = SummaryWriter(str(self.out / "tensorboard"))
+        t_run = time.perf_counter()
+        epoch = self.start_epoch
+        epoch_times: list[float] = []
+        while epoch < self.epochs:
+            t_epoch = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update(self.train_epoch(epoch, t_run))
+            last = epoch + 1 >= self.epochs
+            if self.val_set is not None and self.main and ((epoch + 1) % cfg.val_every == 0 or last):
+                self.metrics = self.validate()
+            row.update(self.metrics)
+            fitness = self.metrics.get("metrics/AP", -1.0)
+            epoch_times.append(time.perf_counter() - t_epoch)
+            self.elapsed += epoch_times[-1]
+            row["time"] = round(self.elapsed, 2)
+            if cfg.time is not None:  # refine the number of epochs with measured epoch times
+                self.epochs = self._budget_epochs(float(np.mean(epoch_times)), epoch + 1)
+                if self.elapsed >= cfg.time:
+                    self.epochs = epoch + 1
+            if self.main:
+                improved = fitness > self.best_fitness
+                if improved:
+                    self.best_fitness = fitness
+                ckpt = self._checkpoint(epoch)
+                atomic_save(ckpt, self.out / "last.pt")
+                if improved or self.val_set is None:
+                    atomic_save(ckpt, self.out / "best.pt")
+                self._write_row(row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "epoch":
+                            writer.add_scalar(k, v, epoch + 1)
+            epoch += 1
+        if writer is not None:
+            writer.close()
+        return {
+            "epochs": self.epochs,
+            "best_fitness": self.best_fitness,
+            "metrics": dict(self.metrics),
+            "bad_steps": self.bad_steps,
+            "elapsed": self.elapsed,
+            "out": str(self.out),
+            "skipped": dict(self.train_set.skipped),
+        }

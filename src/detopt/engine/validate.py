@@ -1,0 +1,110 @@
+"""Run a detector over a data set and score it with the exact COCO evaluation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from detopt.data.dataset import DetectionDataset, make_loader
+from detopt.data.formats.coco import coco_dict
+from detopt.data.transforms.letterbox import unletterbox_boxes
+from detopt.evaluation import CocoEvalResult, evaluate_coco
+from detopt.models.postprocessor import Postprocessor
+from detopt.structures.detections import Detections
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CPU, fp16 on CUDA (``enabled=False``: a no-op context)."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    postprocessor: Postprocessor,
+    device: torch.device,
+    amp: bool = False,
+) -> Iterable[tuple[dict[str, Any], list[Detections]]]:
+    """For each collated batch: ``(batch, detections)``, boxes mapped back to the original images
+    (numpy, xyxy, clipped to the image)."""
+    was = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            images = batch["images"].to(device, non_blocking=True).float().div_(255)
+            with autocast(device, amp):
+                outputs = model(images)
+            dets = []
+            for d, meta, (h, w) in zip(
+                postprocessor(outputs), batch["metas"], batch["orig_sizes"], strict=True
+            ):
+                boxes = unletterbox_boxes(d.boxes.float().cpu().numpy(), meta)
+                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+                dets.append(Detections(boxes, d.scores.float().cpu().numpy(), d.labels.cpu().numpy()))
+            yield batch, dets
+    finally:
+        model.train(was)
+
+
+def file_names(paths: list[Path]) -> list[str]:
+    """Each path relative to the deepest folder holding them all (what ``file_name`` records carry)."""
+    if not paths:
+        return []
+    root = os.path.commonpath([str(Path(p).parent) for p in paths])
+    return [os.path.relpath(p, root) for p in paths]
+
+
+def coco_records(dets: Detections, image_id: int, file_name: str) -> list[dict[str, Any]]:
+    """COCO results records (``category_id = label + 1``, bbox ``[x, y, w, h]``) plus ``file_name``."""
+    b = np.asarray(dets.boxes, np.float64)
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(lab) + 1,
+            "bbox": [
+                round(float(x1), 3),
+                round(float(y1), 3),
+                round(float(x2 - x1), 3),
+                round(float(y2 - y1), 3),
+            ],
+            "score": round(float(s), 5),
+            "file_name": file_name,
+        }
+        for (x1, y1, x2, y2), s, lab in zip(b, np.asarray(dets.scores), np.asarray(dets.labels), strict=True)
+    ]
+
+
+def evaluate_detector(
+    model: nn.Module,
+    dataset: DetectionDataset,
+    names: list[str],
+    postprocessor: Postprocessor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    workers: int = 0,
+    amp: bool = False,
+) -> tuple[CocoEvalResult, list[dict[str, Any]], dict[str, Any]]:
+    """Predict every image of ``dataset`` (letterboxed, no augmentation) and evaluate.
+
+    Returns:
+        (the COCO evaluation, prediction records with ``file_name``, the ground-truth COCO dict).
+    """
+    device = torch.device(device)
+    fnames = file_names([r.path for r in dataset.records])
+    gt = coco_dict(dataset.records, names, fnames)
+    ids = [im["id"] for im in gt["images"]]
+    preds: list[dict[str, Any]] = []
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers)
+    for batch, dets in predict_batches(model, loader, postprocessor, device, amp):
+        for i, d in zip(batch["indices"], dets, strict=True):
+            preds.extend(coco_records(d, ids[i], fnames[i]))
+    return evaluate_coco(gt, preds), preds, gt

@@ -1,0 +1,133 @@
+"""Predict on image files: letterbox, model, postprocess, map back, draw, COCO-style JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from detopt.data.dataset import DetectionDataset, make_loader
+from detopt.data.defects import IMAGE_SUFFIXES
+from detopt.data.image_io import decode_image, read_image_size
+from detopt.engine.checkpoint import load_checkpoint, load_safetensors, model_from_checkpoint
+from detopt.engine.validate import coco_records, file_names, predict_batches
+from detopt.errors import DetoptDataError, DetoptInputError
+from detopt.models import Postprocessor
+from detopt.structures.detections import Detections
+from detopt.structures.records import ImageRecord
+
+
+def load_weights(path: str | Path) -> tuple[nn.Module, list[str], int | None]:
+    """A trained model from a checkpoint (``.pt``, EMA weights) or a safetensors export ->
+    ``(model in eval mode, class names, training image size or None)``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise DetoptInputError(f"{path}: no such file")
+        model, names = load_safetensors(path)
+        return model, names, model.spec.get("img_size")
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt), list(ckpt.get("names", [])), ckpt.get("config", {}).get("imgsz")
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """An image file, or the images of a folder (recursively, sorted)."""
+    src = Path(source)
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DetoptInputError(f"{src}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    raise DetoptInputError(f"{src}: no such file or folder")
+
+
+def _palette(k: int) -> tuple[int, int, int]:
+    h = (k * 0.61803398875) % 1.0
+    hsv = np.uint8([[[int(h * 179), 200, 255]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def draw_detections(image_bgr: np.ndarray, dets: Detections, names: Sequence[str]) -> np.ndarray:
+    """A copy of ``image_bgr`` with each box, class name and score drawn."""
+    out = image_bgr.copy()
+    for (x1, y1, x2, y2), s, lab in zip(
+        np.asarray(dets.boxes), np.asarray(dets.scores), np.asarray(dets.labels), strict=True
+    ):
+        color = _palette(int(lab))
+        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.rectangle(out, p1, p2, color, 1, cv2.LINE_AA)
+        name = names[int(lab)] if int(lab) < len(names) else str(int(lab))
+        text = f"{name} {s:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        y = max(p1[1], th + base)
+        cv2.rectangle(out, (p1[0], y - th - base), (p1[0] + tw, y), color, -1)
+        cv2.putText(out, text, (p1[0], y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+class Predictor:
+    """Run a trained detector on image files.
+
+    Args:
+        model: a detector (eval mode is set).
+        names: class names.
+        img_size: network input side (images are letterboxed to it).
+        postprocessor: decoding + suppression (default: hard NMS, score > 0.25, IoU 0.7).
+        device: where the model runs.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        img_size: int = 320,
+        postprocessor: Postprocessor | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.names = list(names)
+        if img_size % model.max_stride:
+            raise DetoptInputError(f"img_size {img_size} must be a multiple of {model.max_stride}")
+        self.img_size = img_size
+        self.postprocessor = postprocessor or Postprocessor(model.strides, model.reg_max, score_thr=0.25)
+        self.batch_size = batch_size
+
+    def predict(self, paths: Iterable[str | Path]) -> Iterable[tuple[Path, Detections]]:
+        """``(path, detections in the image's pixels)`` per image, in order."""
+        records = []
+        for p in paths:
+            try:
+                w, h = read_image_size(Path(p))
+            except OSError as e:
+                raise DetoptDataError(f"{p}: not a readable image ({e})") from None
+            records.append(ImageRecord(Path(p).resolve(), w, h))
+        ds = DetectionDataset(records, img_size=self.img_size)
+        loader = make_loader(ds, batch_size=self.batch_size)
+        for batch, dets in predict_batches(self.model, loader, self.postprocessor, self.device):
+            for i, d in zip(batch["indices"], dets, strict=True):
+                yield records[i].path, d
+
+    def predict_to(self, source: str | Path, out_dir: str | Path | None = None) -> list[dict]:
+        """Predict every image of ``source``; draw PNGs into ``out_dir`` (when given); return the
+        COCO-style records (``image_id`` = position, ``file_name`` relative to the source)."""
+        paths = list_images(source)
+        names = file_names(paths) if len(paths) > 1 else [paths[0].name]
+        records: list[dict] = []
+        out = Path(out_dir) if out_dir is not None else None
+        for k, (path, dets) in enumerate(self.predict(paths)):
+            records.extend(coco_records(dets, k + 1, names[k]))
+            if out is not None:
+                target = (out / names[k]).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(target), draw_detections(decode_image(path), dets, self.names))
+        return records

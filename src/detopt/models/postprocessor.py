@@ -1,0 +1,78 @@
+"""Raw head outputs -> final detections per image (decode, sigmoid, the NMS family, max_det)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from detopt.errors import DetoptInputError
+from detopt.models.heads import decode_outputs
+from detopt.ops.postprocess import METHODS, postprocess
+from detopt.structures.detections import Detections
+
+
+class Postprocessor:
+    """Decode and suppress, per image.
+
+    Args:
+        strides, reg_max: the model's (``model.strides``, ``model.reg_max``).
+        method: any of :data:`detopt.ops.postprocess.METHODS` (``nms``, ``soft_nms_gaussian``,
+            ``soft_nms_linear``, ``diou_nms``, ``matrix_nms``, ``wbf``).
+        score_thr: drop candidates at or below this probability.
+        iou_thr: the method's IoU threshold.
+        max_det: detections kept per image.
+        pre_nms_topk: candidates entering suppression.
+        multi_label: every class above ``score_thr`` is a candidate (better mAP), else only the
+            best class of each location (faster).
+        agnostic: suppress across classes.
+
+    ``__call__(outputs)``: ``[B, 4·R + C, H_l, W_l]`` per level -> ``B`` :class:`Detections`
+    (tensors, xyxy in input pixels, by decreasing score).
+    """
+
+    def __init__(
+        self,
+        strides: Sequence[int],
+        reg_max: int = 16,
+        method: str = "nms",
+        score_thr: float = 0.001,
+        iou_thr: float = 0.7,
+        max_det: int = 300,
+        pre_nms_topk: int = 10000,
+        multi_label: bool = False,
+        agnostic: bool = False,
+    ) -> None:
+        if method not in METHODS:
+            raise DetoptInputError(f"method: expected one of {METHODS}, got {method!r}")
+        self.strides = tuple(strides)
+        self.reg_max = reg_max
+        self.method = method
+        self.score_thr = score_thr
+        self.iou_thr = iou_thr
+        self.max_det = max_det
+        self.pre_nms_topk = pre_nms_topk
+        self.multi_label = multi_label
+        self.agnostic = agnostic
+
+    @torch.no_grad()
+    def __call__(self, outputs: Sequence[Tensor]) -> list[Detections]:
+        d = decode_outputs([o.float() for o in outputs], self.strides, self.reg_max)
+        probs = d.cls_logits.sigmoid()
+        out = []
+        for boxes, p in zip(d.boxes, probs, strict=True):
+            kw = dict(
+                method=self.method,
+                score_thr=self.score_thr,
+                iou_thr=self.iou_thr,
+                max_det=self.max_det,
+                pre_nms_topk=self.pre_nms_topk,
+                agnostic=self.agnostic,
+            )
+            if self.multi_label:
+                out.append(postprocess(boxes, p, **kw))
+            else:
+                s, lab = p.max(-1)
+                out.append(postprocess(boxes, s, lab, **kw))
+        return out
