@@ -56,3 +56,14 @@ def test_readme_preview_commands_run(tmp_path):
     """The README's `detopt data preview` shell block runs as written."""
     _run_bash_block("detopt data preview", tmp_path)
     assert (tmp_path / "runs/preview/preview.png").stat().st_size > 50_000
+
+
+def test_readme_training_commands_run(tmp_path):
+    """The README's train / resume / val / export / predict block runs as written."""
+    import json
+
+    _run_bash_block("detopt train --data runs/shapes-t", tmp_path)
+    assert (tmp_path / "runs/train-t/results.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert json.loads((tmp_path / "runs/val-t.json").read_text())
+    assert (tmp_path / "runs/train-t/model.safetensors").is_file()
+    assert len(list((tmp_path / "runs/pred-t").glob("*.png"))) == 8

@@ -435,6 +435,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     if args.resume:
         trainer = Trainer.resume(args.resume, **(flags | overrides))
+        if trainer.start_epoch >= trainer.epochs:
+            print(f"{args.resume} finished its {trainer.epochs} epochs; nothing to resume "
+                  "(pass epochs=N to train further)")
+            return 0
         print(f"resuming {args.resume} at epoch {trainer.start_epoch + 1}/{trainer.epochs}")
     else:
         values = load_config(TrainConfig, args.config).model_dump() if args.config else {}

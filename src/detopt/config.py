@@ -56,6 +56,7 @@ class TrainConfig(BaseModel):
     schedule: Literal["cosine", "linear", "step"] = "cosine"
     warmup_epochs: float = Field(3.0, ge=0)
     warmup_min_iters: int = Field(100, ge=0)
+    warmup_max_fraction: float = Field(0.1, ge=0, le=1, description="warmup at most this share of the run")
     warmup_bias_lr: float = Field(0.1, ge=0)
     warmup_momentum: float = Field(0.8, ge=0, lt=1)
     ema: bool = True
@@ -66,6 +67,7 @@ class TrainConfig(BaseModel):
     multi_scale: bool = False
     multi_scale_range: tuple[float, float] = (0.5, 1.5)
     close_mosaic: int = Field(10, ge=0)
+    close_mosaic_max_fraction: float = Field(0.15, ge=0, le=1, description="close-mosaic at most this share")
     pipeline: str | None = Field(None, description="augmentation YAML (default: mosaic, affine, HSV, flip)")
     augment: bool = True
     cls_loss: Literal["bce", "vfl", "qfl"] = "bce"

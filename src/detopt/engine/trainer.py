@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from detopt.config import TrainConfig, save_config
+from detopt.config import TrainConfig, build_config, save_config
 from detopt.data.dataset import collate_detections, dataset_from_source
 from detopt.data.transforms.multiscale import random_train_size, resize_batch
 from detopt.data.transforms.pipeline import build_pipeline, default_pipeline
@@ -118,7 +118,6 @@ class Trainer:
                 if cfg.pipeline
                 else default_pipeline(cfg.imgsz, close_mosaic=cfg.close_mosaic)
             )
-            pipeline.close_mosaic = cfg.close_mosaic
         self.train_set, self.names = dataset_from_source(
             cfg.data,
             "train",
@@ -200,13 +199,18 @@ class Trainer:
     # ---------------------------------------------------------------- state
     @classmethod
     def resume(cls, run: str | Path, **overrides: Any) -> Trainer:
-        """A trainer that continues ``run`` (its folder or its ``last.pt``)."""
+        """A trainer that continues ``run`` (its folder or its ``last.pt``) with the run's config;
+        ``overrides`` change keys of it (``epochs=`` extends a finished run). Changing keys that
+        shape the data or the model breaks exactness (and the model must still load)."""
         path = Path(run)
         path = path / "last.pt" if path.is_dir() else path
         ckpt = load_checkpoint(path)
         values = dict(ckpt["config"]) | overrides
-        cfg = TrainConfig(**values)
-        return cls(cfg, _resume=ckpt)
+        cfg = build_config(TrainConfig, values)
+        trainer = cls(cfg, _resume=ckpt)
+        if "epochs" in overrides:  # extend (or shorten) a run explicitly
+            trainer.epochs = max(int(overrides["epochs"]), trainer.start_epoch)
+        return trainer
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -248,7 +252,7 @@ class Trainer:
             if self.cfg.warmup_epochs
             else 0
         )
-        warmup = min(warmup, max(self.epochs * nb // 2, 1))  # never warm up for more than half the run
+        warmup = min(warmup, round(self.cfg.warmup_max_fraction * self.epochs * nb))  # short runs
         return Schedule(
             self.cfg.lr0,
             self.cfg.lrf,
@@ -290,12 +294,22 @@ class Trainer:
             per_iter = (time.perf_counter() - self._t_first) / max(last - first, 1)
             val_share = 1.15 if self.val_set is not None else 1.0
             self.epochs = max(self._budget_epochs(per_iter * nb * val_share, epoch), epoch + 1)
-            self.train_set.set_epoch(epoch, self.epochs)
+            self._set_data_epoch(epoch)
+
+    def _set_data_epoch(self, epoch: int) -> None:
+        """Seed the augmentation with the epoch; close-mosaic covers the last
+        ``min(close_mosaic, max(1, round(close_mosaic_max_fraction · epochs)))`` epochs, so a short
+        run keeps mosaic for most of its epochs."""
+        pipeline = self.train_set.pipeline
+        if pipeline is not None and self.cfg.close_mosaic:
+            frac = max(1, round(self.cfg.close_mosaic_max_fraction * self.epochs))
+            pipeline.close_mosaic = min(self.cfg.close_mosaic, frac)
+        self.train_set.set_epoch(epoch, self.epochs)
 
     def train_epoch(self, epoch: int, t_run: float) -> dict[str, float]:
         cfg = self.cfg
         nb = self.iters_per_epoch
-        self.train_set.set_epoch(epoch, self.epochs)
+        self._set_data_epoch(epoch)
         self.sampler.set_epoch(epoch)
         self.net.train()
         sums = {"box": 0.0, "cls": 0.0, "dfl": 0.0}
@@ -457,11 +471,11 @@ class Trainer:
                 improved = fitness > self.best_fitness
                 if improved:
                     self.best_fitness = fitness
+                self._write_row(row)  # before the checkpoint: a resume trims rows it does not cover
                 ckpt = self._checkpoint(epoch)
                 atomic_save(ckpt, self.out / "last.pt")
                 if improved or self.val_set is None:
                     atomic_save(ckpt, self.out / "best.pt")
-                self._write_row(row)
                 if writer is not None:
                     for k, v in row.items():
                         if k != "epoch":

@@ -1,0 +1,201 @@
+"""The training engine end to end: overfitting, exact resume after SIGKILL, non-finite losses,
+DDP with two gloo processes, and the train / val / predict / export commands."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detopt.cli import main
+from detopt.config import TrainConfig
+from detopt.data.synth import write_synthetic
+from detopt.engine import DetoptTrainingError, Trainer, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def overfit_yaml(tmp_path_factory) -> Path:
+    """Four synthetic 160 px images whose validation split is the training split itself."""
+    out = tmp_path_factory.mktemp("overfit") / "four"
+    write_synthetic(out, train=4, val=1, imgsz=160, seed=11)
+    y = out / "overfit.yaml"
+    y.write_text((out / "data.yaml").read_text().replace("val: images/val", "val: images/train"))
+    return y
+
+
+@pytest.mark.slow
+def test_overfits_a_few_images(overfit_yaml, tmp_path):
+    cfg = TrainConfig(data=str(overfit_yaml), out=str(tmp_path / "run"), model="yolo-p", imgsz=160,
+                      epochs=250, batch=4, nbs=4, workers=0, augment=False, warmup_epochs=0, lrf=0.1,
+                      ema=False, val_every=50, progress=False)
+    summary = Trainer(cfg).train()
+    assert summary["metrics"]["metrics/AP50"] >= 0.9, summary["metrics"]
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "detopt", "train", "--data", str(data), "--out", str(out), "--model",
+            "yolo-p", "--imgsz", "64", "--epochs", "6", "--batch", "8", "--workers", "1",
+            "nbs=16", "deterministic=true", "close_mosaic=2", "warmup_min_iters=4", "progress=false",
+            *extra]
+
+
+def _same_state(a: dict, b: dict, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _same_state(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(synth_dir, tmp_path):
+    data = synth_dir / "data.yaml"
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_train_cmd(data, full), check=True, env=_env(), capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(data, killed), env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its loader workers, mid-run
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    done = load_checkpoint(last)["epoch"] + 1
+    assert done < 6
+    subprocess.run([sys.executable, "-m", "detopt", "train", "--resume", str(killed)], check=True,
+                   env=_env(), capture_output=True)
+
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 5
+    for key in ("model", "ema", "optimizer", "scaler", "rng", "best_fitness", "metrics"):
+        _same_state(a[key], b[key], key)
+    rows = (killed / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(1, 7)]
+
+
+class _Poisoned:
+    """Wraps the criterion: the loss is NaN on the calls listed (or all of them)."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad, self.calls = inner, bad, 0
+
+    def __call__(self, outputs, targets):
+        loss, items = self.inner(outputs, targets)
+        self.calls += 1
+        if self.bad is None or self.calls in self.bad:
+            loss = loss * float("nan")
+        return loss, items
+
+
+def _small_cfg(synth_dir, tmp_path, **kw):
+    values = dict(data=str(synth_dir / "data.yaml"), out=str(tmp_path / "run"), model="yolo-p",
+                  imgsz=64, epochs=1, batch=8, workers=0, val=False, progress=False)
+    return TrainConfig(**(values | kw))
+
+
+def test_non_finite_steps_are_skipped_and_counted(synth_dir, tmp_path):
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.criterion = _Poisoned(trainer.criterion, bad={2, 4})
+    summary = trainer.train()
+    assert summary["bad_steps"] == 2
+    assert all(torch.isfinite(v.float()).all() for v in trainer.model.state_dict().values())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_persistent_non_finite_loss_stops_with_a_clear_message(synth_dir, tmp_path):
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, max_bad_steps=3))
+    trainer.criterion = _Poisoned(trainer.criterion, bad=None)
+    with pytest.raises(DetoptTrainingError, match=r"not finite for 3 steps in a row.*lower lr0"):
+        trainer.train()
+
+
+def test_time_budget_sets_the_epochs(synth_dir, tmp_path):
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, time=100))
+    assert trainer._budget_epochs(epoch_seconds=30.0, done=0) == 3
+    trainer.elapsed = 95.0
+    assert trainer._budget_epochs(epoch_seconds=30.0, done=3) == 3  # no time left: stop here
+    assert trainer._budget_epochs(epoch_seconds=1000.0, done=0) == 1  # at least one epoch
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_hold_identical_weights(tmp_path):
+    data = tmp_path / "d"
+    write_synthetic(data, train=16, val=2, imgsz=64, seed=5)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).with_name("ddp_worker.py")), str(data / "data.yaml"), str(out)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0, w1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    ckpt = load_checkpoint(out / "last.pt")  # rank 0 wrote it after the second epoch
+    assert ckpt["epoch"] == 1
+    for k in w0:
+        assert torch.equal(ckpt["model"][k], w0[k]), k
+
+
+def test_train_val_predict_export_commands(synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    data = synth_dir / "data.yaml"
+    code = main(["train", "--data", str(data), "--out", str(run), "--model", "yolo-p", "--imgsz", "64",
+                 "--epochs", "2", "--batch", "8", "--workers", "0", "progress=false", "close_mosaic=1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "M parameters" in out and "GFLOPs" in out and "last validation: mAP50-95" in out
+    for name in ("last.pt", "best.pt", "config.yaml", "results.csv"):
+        assert (run / name).is_file(), name
+    header = (run / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "train/box", "train/cls", "train/dfl", "lr", "img/s", "metrics/AP"} <= set(header)
+
+    preds = tmp_path / "preds.json"
+    assert main(["val", "--weights", str(run / "best.pt"), "--data", str(data), "--save-json", str(preds),
+                 "--plots", str(tmp_path / "plots")]) == 0
+    records = json.loads(preds.read_text())
+    keys = {"image_id", "category_id", "bbox", "score", "file_name"}
+    assert records and all(keys <= set(r) for r in records)
+    assert (tmp_path / "plots" / "pr_curve.png").is_file()
+
+    st = tmp_path / "m.safetensors"
+    assert main(["export", "--weights", str(run / "best.pt"), "--out", str(st)]) == 0
+    drawn = tmp_path / "drawn"
+    pj = tmp_path / "p.json"
+    src = synth_dir / "images" / "val"
+    assert main(["predict", "--weights", str(st), "--source", str(src), "--out", str(drawn),
+                 "--save-json", str(pj), "--conf", "0.01"]) == 0
+    n_images = len(list(src.glob("*.*")))
+    assert len(list(drawn.glob("*.png"))) == n_images
+    assert all(r["file_name"] for r in json.loads(pj.read_text()))
+
+
+def test_commands_reject_bad_input(synth_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(synth_dir / "data.yaml"), "lr=0.1"]) == 2
+    assert "did you mean lrf, lr0" in capsys.readouterr().err
+    assert main(["train", "--data", str(synth_dir / "data.yaml"), "--model", "yolo-x"]) == 2
+    assert "unknown model 'yolo-x'" in capsys.readouterr().err
+    assert main(["val", "--weights", str(tmp_path / "none.pt"), "--data", str(synth_dir / "data.yaml")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(tmp_path / "none.pt"), "--source", str(tmp_path)]) == 2
