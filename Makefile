@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_anchors.py
 	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_train.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -88,7 +88,8 @@ def main() -> None:
             ds, names = dataset_from_source(held / "data.yaml", "val", cfg.imgsz)
             pp = Postprocessor(model.strides, model.reg_max, score_thr=0.001, iou_thr=0.7, max_det=300)
             res, _, _ = evaluate_detector(model, ds, names, pp)
-            print(f"\n{args.budget} budget ({cfg.model}, default recipe): {summary['epochs']} epochs, "
+            print(f"\n{args.budget} budget ({cfg.model}, short-budget recipe nbs=16): "
+                  f"{summary['epochs']} epochs, "
                   f"{summary['elapsed']:.0f} s training + validation ({wall:.0f} s with setup)")
             print(f"held-out ({len(ds)} images never seen): mAP50-95 {res.stats[0]:.4f}  "
                   f"mAP50 {res.stats[1]:.4f}  AP_small {res.stats[3]:.4f}")

@@ -84,3 +84,10 @@ def test_eval_rejects_uncomputed_iou_threshold(tmp_path, capsys):
         main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
               "--iou-thr", "0.52"])
     assert "0.50, 0.55" in capsys.readouterr().err
+
+
+def test_cli_nms_choices_are_the_postprocess_methods():
+    from detopt.cli import _NMS_METHODS
+    from detopt.ops.postprocess import METHODS
+
+    assert tuple(_NMS_METHODS) == tuple(METHODS)

@@ -199,3 +199,37 @@ def test_commands_reject_bad_input(synth_dir, tmp_path, capsys):
     assert main(["val", "--weights", str(tmp_path / "none.pt"), "--data", str(synth_dir / "data.yaml")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["predict", "--weights", str(tmp_path / "none.pt"), "--source", str(tmp_path)]) == 2
+
+
+class _Recorder:
+    """Wraps the criterion and records the input side of every batch (from the stride-8 level)."""
+
+    def __init__(self, inner):
+        self.inner, self.sizes = inner, []
+
+    def __call__(self, outputs, targets):
+        self.sizes.append(outputs[0].shape[-1] * 8)
+        return self.inner(outputs, targets)
+
+
+def test_multi_scale_draws_sizes_on_the_stride_grid(synth_dir, tmp_path):
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, imgsz=96, batch=4, multi_scale=True, epochs=1))
+    trainer.criterion = rec = _Recorder(trainer.criterion)
+    trainer.train()
+    assert len(rec.sizes) == 10
+    assert all(s % 32 == 0 and 48 <= s <= 144 for s in rec.sizes)
+    assert len(set(rec.sizes)) > 1
+
+
+def test_close_mosaic_covers_the_last_epochs(synth_dir, tmp_path):
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, epochs=20, close_mosaic=10))
+    on = []
+    for e in range(20):
+        trainer._set_data_epoch(e)
+        on.append(trainer.train_set.pipeline.mixing_on)
+    assert on == [True] * 17 + [False] * 3  # min(10, round(0.15 * 20)) = 3 epochs without mosaic
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, epochs=200, close_mosaic=10))
+    trainer._set_data_epoch(189)
+    assert trainer.train_set.pipeline.mixing_on
+    trainer._set_data_epoch(190)
+    assert not trainer.train_set.pipeline.mixing_on

@@ -306,7 +306,7 @@ class Trainer:
             pipeline.close_mosaic = min(self.cfg.close_mosaic, frac)
         self.train_set.set_epoch(epoch, self.epochs)
 
-    def train_epoch(self, epoch: int, t_run: float) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         nb = self.iters_per_epoch
         self._set_data_epoch(epoch)
@@ -448,13 +448,12 @@ class Trainer:
                         "tensorboard=true needs the tensorboard package (pip install tensorboard)"
                     ) from None
                 writer = SummaryWriter(str(self.out / "tensorboard"))
-        t_run = time.perf_counter()
         epoch = self.start_epoch
         epoch_times: list[float] = []
         while epoch < self.epochs:
             t_epoch = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
-            row.update(self.train_epoch(epoch, t_run))
+            row.update(self.train_epoch(epoch))
             last = epoch + 1 >= self.epochs
             if self.val_set is not None and self.main and ((epoch + 1) % cfg.val_every == 0 or last):
                 self.metrics = self.validate()
