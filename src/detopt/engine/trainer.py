@@ -325,9 +325,9 @@ class Trainer:
             bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{self.epochs}", leave=True, dynamic_ncols=True)
         t0 = time.perf_counter()
         lr = 0.0
+        sched = self._schedule()
         for i, batch in enumerate(self.loader):
             ni = i + nb * epoch
-            sched = self._schedule()
             lr, bias_lr, mom = sched.at(ni, nb * self.epochs)
             set_hyperparameters(self.optimizer, lr, bias_lr, mom)
             accumulate = self.accumulate
@@ -386,6 +386,7 @@ class Trainer:
                 bar.update(1)
             if cfg.time is not None and epoch == self.start_epoch:
                 self._first_estimate(i, nb, epoch)
+                sched = self._schedule()  # the planned epochs may have changed
         if pending:  # never carry gradients across an epoch boundary (exact resume)
             self._optimizer_step()
         if bar is not None:
