@@ -402,6 +402,13 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     pv.set_defaults(func=_cmd_data_preview)
 
 
+def _positive_float(text: str) -> float:
+    v = _non_negative(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
 def _unit_interval(text: str) -> float:
     try:
         v = float(text)
@@ -527,6 +534,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The whole optimize loop on the embedded data set, ending in RUN/report.html."""
+    from detopt.config import DemoConfig, build_config, parse_overrides
+    from detopt.demo import run_config
+
+    values = {"out": args.out, "minutes": args.minutes, "quick": args.quick, "seed": args.seed,
+              "device": args.device, "workers": args.workers}
+    values = {k: v for k, v in values.items() if v is not None}
+    if args.overrides:
+        values["train"] = parse_overrides(args.overrides)
+    cfg = build_config(DemoConfig, values)
+    run_config(cfg, argv=["detopt", *sys.argv[1:]] if sys.argv[0].endswith("detopt") else ["detopt demo"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detopt",
@@ -647,6 +669,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="the .safetensors file to write")
     ex.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     ex.set_defaults(func=_cmd_export)
+
+    de = sub.add_parser(
+        "demo",
+        help="the whole loop on the embedded data: data, anchors, train, COCO eval, NMS study, report",
+        description="Synthesize the embedded data set, analyse it, fit anchors, train the default CPU "
+        "model on a time budget, evaluate it exactly, study every post-processing method and threshold "
+        "on the validation predictions, and write RUN/report.html. Steps already done in RUN with the "
+        "same parameters are reused; an unfinished training run is resumed. Extra KEY=VALUE arguments "
+        "override training config keys (lr0=0.02 nbs=64 ...).",
+    )
+    de.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
+    de.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    de.add_argument(
+        "--minutes", type=_positive_float, help="training budget in minutes (default 8; --quick 0.4)"
+    )
+    de.add_argument("--quick", action="store_true",
+                    help="small data and a tiny model: about a minute (smoke tests, CI)")
+    de.add_argument("--seed", type=int)
+    de.add_argument("--device", help="auto (default), cpu, cuda")
+    de.add_argument("--workers", type=_int_at_least(0), help="data loader processes (default 2)")
+    de.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -97,6 +97,31 @@ class TrainConfig(BaseModel):
         return None if v is None else parse_duration(v)
 
 
+class DemoConfig(BaseModel):
+    """What ``detopt demo`` uses. ``None`` means the mode's default (:meth:`resolved`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: str = "runs/demo"
+    minutes: float | None = Field(None, gt=0, description="training budget (default 8; quick 0.4)")
+    quick: bool = False
+    train_images: int | None = Field(None, ge=16, description="default 2000; quick 160")
+    val_images: int | None = Field(None, ge=4, description="default 300; quick 48")
+    imgsz: int = Field(320, ge=64)
+    model: str | None = Field(None, description="default yolo-n; quick yolo-p")
+    seed: int = 0
+    workers: int = Field(2, ge=0)
+    device: str = "auto"
+    train: dict[str, Any] = Field(default_factory=dict, description="extra TrainConfig keys")
+
+    def resolved(self) -> dict[str, Any]:
+        """The mode's defaults filled in: ``minutes``, ``train_images``, ``val_images``, ``model``."""
+        full = {"minutes": 8.0, "train_images": 2000, "val_images": 300, "model": "yolo-n"}
+        quick = {"minutes": 0.4, "train_images": 160, "val_images": 48, "model": "yolo-p"}
+        base = quick if self.quick else full
+        return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in base.items()}
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["lr0=0.02", "amp=false"]`` -> ``{"lr0": 0.02, "amp": False}`` (YAML scalars)."""
     out: dict[str, Any] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detopt.errors import DetoptInputError
 from detopt.evaluation import evaluate_coco
@@ -129,3 +131,64 @@ def test_bad_curve_arguments(world) -> None:
         f1_curve(r, iou_threshold=0.52)
     with pytest.raises(DetoptInputError, match=r"in \[0, 1\]"):
         confusion_matrix(r, iou_threshold=1.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 12), st.integers(0, 25), st.sampled_from([0.5, 0.75]))
+def test_image_outcomes_against_pycocotools_matching(seed, n_gt, n_dt, iou) -> None:
+    """TP flags and matched ground truth equal pycocotools' dtMatches / gtMatches of one image."""
+    from detopt.evaluation.curves import image_outcomes
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 80, (n_gt, 2))
+    gt_boxes = np.concatenate([xy, xy + rng.uniform(4, 40, (n_gt, 2))], 1).round(1)
+    gt_labels = rng.integers(0, 2, n_gt)
+    # detections: jittered copies of ground truth (near hits) plus random boxes, quantised scores (ties)
+    src = rng.integers(0, max(n_gt, 1), n_dt)
+    jitter = rng.normal(0, 3, (n_dt, 4))
+    base = gt_boxes[src] if n_gt else np.tile([10.0, 10, 30, 30], (n_dt, 1))
+    dt_boxes = np.where(rng.random((n_dt, 1)) < 0.7, base + jitter, rng.uniform(0, 100, (n_dt, 4)))
+    dt_boxes = np.concatenate([np.minimum(dt_boxes[:, :2], dt_boxes[:, 2:]),
+                               np.maximum(dt_boxes[:, :2], dt_boxes[:, 2:]) + 1], 1).round(1)
+    dt_scores = rng.integers(1, 6, n_dt) / 5
+    dt_labels = np.where(rng.random(n_dt) < 0.8, gt_labels[src] if n_gt else 0, rng.integers(0, 2, n_dt))
+    tp, matched = image_outcomes(dt_boxes, dt_scores, dt_labels, gt_boxes, gt_labels, iou)
+
+    def xywh(b):
+        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
+    gt = {"images": [{"id": 1, "width": 200, "height": 200}],
+          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+          "annotations": [{"id": i + 1, "image_id": 1, "category_id": int(k) + 1, "bbox": xywh(b),
+                           "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0}
+                          for i, (b, k) in enumerate(zip(gt_boxes, gt_labels, strict=True))]}
+    dt = [{"image_id": 1, "category_id": int(k) + 1, "bbox": xywh(b), "score": float(s)}
+          for b, s, k in zip(dt_boxes, dt_scores, dt_labels, strict=True)]
+    ref_tp = np.zeros(n_dt, bool)
+    ref_matched = np.zeros(n_gt, bool)
+    if dt:
+        ev = pycoco_eval(gt, dt)
+        t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
+        for e in ev.evalImgs:
+            if e is None or e["aRng"] != ev.params.areaRng[0]:
+                continue
+            for dt_id, m in zip(e["dtIds"], e["dtMatches"][t], strict=True):
+                ref_tp[dt_id - 1] = m > 0  # loadRes numbers detections 1.. in input order
+            for gt_id, m in zip(e["gtIds"], e["gtMatches"][t], strict=True):
+                ref_matched[gt_id - 1] = m > 0
+    np.testing.assert_array_equal(tp, ref_tp)
+    np.testing.assert_array_equal(matched, ref_matched)
+
+
+def test_image_outcomes_ties_follow_pycocotools() -> None:
+    """Two identical ground-truth boxes: pycocotools' loop gives the detection the later one; a
+    second detection takes the other; a wrong-class detection matches nothing."""
+    from detopt.evaluation.curves import image_outcomes
+
+    gt = np.array([[10, 10, 50, 50], [10, 10, 50, 50], [60, 60, 90, 90]], float)
+    gl = np.array([0, 0, 1])
+    tp, matched = image_outcomes(np.array([[10, 10, 50, 50.0]]), np.array([0.9]), np.array([0]), gt, gl)
+    assert tp.tolist() == [True] and matched.tolist() == [False, True, False]
+    dets = np.array([[10, 10, 50, 50], [11, 10, 50, 50], [60, 60, 90, 90.0]])
+    tp, matched = image_outcomes(dets, np.array([0.5, 0.9, 0.7]), np.array([0, 0, 0]), gt, gl)
+    assert tp.tolist() == [True, True, False] and matched.tolist() == [True, True, False]

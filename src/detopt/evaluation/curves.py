@@ -243,3 +243,32 @@ def _confusion_kernel(bounds: np.ndarray, gt_box: np.ndarray, gt_cat: np.ndarray
             else:
                 counts[dt_cat[d0 + di], n_cat] += 1
     return counts, n_ignored
+
+
+def image_outcomes(det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray,
+                   gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = 0.5
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's matching in one image, for drawing: detections by decreasing score (ties: input
+    order) each take the unmatched ground truth of their class with the highest IoU, if that IoU
+    is ``>= iou_threshold`` (ties: the later ground truth, as pycocotools' loop does).
+
+    det_boxes: ``[D, 4]`` xyxy; gt_boxes: ``[G, 4]`` xyxy (no crowd regions).
+    Returns ``(det_tp bool[D] in input order, gt_matched bool[G])``.
+    """
+    from detopt.ops import box_iou
+
+    db = np.asarray(det_boxes, np.float64).reshape(-1, 4)
+    gb = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    dl, gl = np.asarray(det_labels), np.asarray(gt_labels)
+    tp = np.zeros(len(db), bool)
+    matched = np.zeros(len(gb), bool)
+    if not len(db) or not len(gb):
+        return tp, matched
+    iou = np.asarray(box_iou(db, gb), np.float64)
+    for d in np.argsort(-np.asarray(det_scores, np.float64), kind="stable"):
+        cand = np.where((gl == dl[d]) & ~matched, iou[d], -1.0)
+        g = len(cand) - 1 - int(np.argmax(cand[::-1]))
+        if cand[g] >= min(iou_threshold, 1 - 1e-10) and cand[g] > 0:
+            tp[d] = True
+            matched[g] = True
+    return tp, matched

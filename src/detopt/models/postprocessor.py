@@ -57,22 +57,26 @@ class Postprocessor:
         self.agnostic = agnostic
 
     @torch.no_grad()
-    def __call__(self, outputs: Sequence[Tensor]) -> list[Detections]:
+    def candidates(self, outputs: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        """Per image, what enters suppression: ``(boxes [A, 4] xyxy, scores, labels)`` with
+        ``scores [A]`` and ``labels [A]`` (best class), or ``scores [A, C]`` and ``labels None``
+        when ``multi_label``. No threshold is applied yet."""
         d = decode_outputs([o.float() for o in outputs], self.strides, self.reg_max)
         probs = d.cls_logits.sigmoid()
         out = []
         for boxes, p in zip(d.boxes, probs, strict=True):
-            kw = dict(
-                method=self.method,
-                score_thr=self.score_thr,
-                iou_thr=self.iou_thr,
-                max_det=self.max_det,
-                pre_nms_topk=self.pre_nms_topk,
-                agnostic=self.agnostic,
-            )
             if self.multi_label:
-                out.append(postprocess(boxes, p, **kw))
+                out.append((boxes, p, None))
             else:
                 s, lab = p.max(-1)
-                out.append(postprocess(boxes, s, lab, **kw))
+                out.append((boxes, s, lab))
         return out
+
+    def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor | None) -> Detections:
+        """One image's candidates (as :meth:`candidates` gives them) -> its detections."""
+        return postprocess(boxes, scores, labels, method=self.method, score_thr=self.score_thr,
+                           iou_thr=self.iou_thr, max_det=self.max_det, pre_nms_topk=self.pre_nms_topk,
+                           agnostic=self.agnostic)
+
+    def __call__(self, outputs: Sequence[Tensor]) -> list[Detections]:
+        return [self.suppress(*c) for c in self.candidates(outputs)]

@@ -1,0 +1,246 @@
+"""`detopt demo --quick` end to end: the report's sections and images, the step artefacts and
+their reuse, numbers that agree with the artefacts, and the page rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from detopt.cli import main
+from detopt.config import DemoConfig
+from detopt.errors import DetoptInputError
+from detopt.report import SECTIONS, image_paths
+
+BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One quick demo (about a minute), run through the command line, then run again."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    logs = []
+    for _ in range(2):
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
+        logs.append(buf.getvalue())
+    return out, logs
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_every_section_and_image(demo_run):
+    out, logs = demo_run
+    page = (out / "report.html").read_text()
+    for key, title in SECTIONS:
+        assert f'<section id="{key}"><h2>{title}</h2>' in page
+    srcs = image_paths(page)
+    assert len(srcs) >= 14
+    for src in srcs:
+        assert not src.startswith("/"), src  # relative: the folder can be moved or zipped
+        assert (out / src).is_file() and (out / src).stat().st_size > 1000, src
+    # every figure has a caption
+    assert page.count("<figure>") == len(srcs) == page.count("<figcaption>")
+    for name in (
+        "samples",
+        "augmented",
+        "classes",
+        "sizes",
+        "anchors",
+        "curves",
+        "pr_curve",
+        "f1_curve",
+        "confusion_matrix",
+        "predictions",
+        "tradeoff",
+        "nms_grid",
+    ):
+        assert any(Path(s).stem == name for s in srcs), name
+    # the post-processing table covers every method of the study
+    for method in (
+        "hard NMS, per class",
+        "hard NMS, class-agnostic",
+        "soft-NMS linear",
+        "soft-NMS gaussian",
+        "DIoU-NMS",
+        "matrix NMS",
+        "WBF-style merge",
+    ):
+        assert method in page, method
+    assert "wrote" in logs[0] and "report.html" in logs[0]
+
+
+@pytest.mark.slow
+def test_quick_demo_numbers_agree_with_its_artefacts(demo_run):
+    out, _ = demo_run
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    summary = json.loads((out / "steps" / "report.json").read_text())
+    assert summary["evaluation"]["stats"] == metrics["stats"]
+    assert summary["headline"]["mAP50-95"] == f"{metrics['stats'][0]:.3f}"
+    study = json.loads((out / "postprocess" / "study.json").read_text())
+    default = study["default"]
+    assert default["setting"] == {
+        "method": "nms",
+        "iou_thr": 0.7,
+        "score_thr": 0.001,
+        "sigma": None,
+        "agnostic": False,
+        "max_det": 300,
+    }
+    assert default["ap"] == pytest.approx(metrics["stats"][0], abs=1e-12)  # same predictions, same AP
+    assert study["best"]["ap"] == max(r["ap"] for r in study["results"])
+    preds = json.loads((out / "eval" / "predictions.json").read_text())
+    assert len(preds) == metrics["counts"]["predictions"]
+    ckpt_rows = (out / "train" / "results.csv").read_text().strip().splitlines()
+    assert len(ckpt_rows) - 1 == summary["training"]["epochs"] >= 1
+    env = summary["environment"]["versions"]
+    assert env["torch"] and env["CPU cores"] == str(os.cpu_count())
+
+
+@pytest.mark.slow
+def test_second_run_reuses_every_step(demo_run):
+    out, logs = demo_run
+    second = logs[1]
+    for step in ("data", "analysis", "anchors", "evaluate", "postprocess"):
+        assert f"[{step}] reusing" in second, step
+    assert "holds a finished run with this config; reusing it" in second
+    summary = json.loads((out / "steps" / "report.json").read_text())
+    assert set(summary["environment"]["reused"]) >= {
+        "data",
+        "analysis",
+        "anchors",
+        "train",
+        "evaluate",
+        "postprocess",
+    }
+
+
+@pytest.mark.slow
+def test_demo_retrains_when_the_config_changes(demo_run, tmp_path):
+    """A changed training key is not silently served from the old run; unchanged steps stay reused."""
+    src, _ = demo_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert (
+            main(["demo", "--quick", "--out", str(out), "--workers", "0", "--minutes", "0.1", "lr0=0.02"])
+            == 0
+        )
+    log = buf.getvalue()
+    assert "trained with another config; training again" in log
+    assert "[data] reusing" in log and "[evaluate] running" in log
+    summary = json.loads((out / "steps" / "report.json").read_text())
+    assert summary["training"]["config"]["lr0"] == 0.02
+
+
+def _browser() -> str | None:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    """Headless Chromium renders the report to a PNG, and the page's own check counts no image that
+    failed to load. CI installs the browser (Makefile `browser`) and sets DETOPT_REQUIRE_BROWSER=1."""
+    out, _ = demo_run
+    browser = _browser()
+    if browser is None:
+        if os.environ.get("DETOPT_REQUIRE_BROWSER"):
+            pytest.fail("no headless Chromium found (make browser installs the Debian package)")
+        pytest.skip("no headless Chromium (make browser installs the Debian package)")
+    url = (out / "report.html").resolve().as_uri()
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body, dom[:500]
+    n_img = len(image_paths((out / "report.html").read_text()))
+    assert f'data-images="{n_img}"' in body.group(0), body.group(0)
+    assert 'data-missing-images="0"' in body.group(0), body.group(0)
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1400,3000", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (3000, 1400)
+    assert img.std() > 20  # a rendered page, not a blank one
+
+
+def test_report_check_catches_a_missing_image(tmp_path):
+    """The page's own check: an image removed after writing is reported by the browser."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless Chromium")
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    page = tmp_path / "r.html"
+    from detopt.report.html import _SCRIPT
+
+    page.write_text(
+        f'<html><body><img src="a.png"><img src="gone.png"><script>{_SCRIPT}</script></body></html>'
+    )
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'data-missing-images="2"' in dom and "2 image(s) of this report are missing" in dom
+
+
+def test_demo_config_defaults_and_errors():
+    assert DemoConfig().resolved() == {
+        "minutes": 8.0,
+        "train_images": 2000,
+        "val_images": 300,
+        "model": "yolo-n",
+    }
+    q = DemoConfig(quick=True, minutes=1.5).resolved()
+    assert q["minutes"] == 1.5 and q["model"] == "yolo-p"
+    from detopt.config import build_config
+
+    with pytest.raises(DetoptInputError, match="did you mean minutes"):
+        build_config(DemoConfig, {"minute": 3})
+    with pytest.raises(SystemExit):
+        main(["demo", "--minutes", "0"])

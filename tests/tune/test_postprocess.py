@@ -1,0 +1,138 @@
+"""The post-processing study: the candidates path equals the standard evaluation path, every
+setting is scored as pycocotools scores it, the held-out check picks on one half only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from detopt.data.dataset import dataset_from_source
+from detopt.data.synth import write_synthetic
+from detopt.data.transforms.letterbox import LetterboxMeta
+from detopt.engine.validate import coco_records, evaluate_detector
+from detopt.errors import DetoptInputError
+from detopt.models import Postprocessor, create_model
+from detopt.ops.postprocess import postprocess
+from detopt.testing import synthetic_coco
+from detopt.tune import (
+    DEFAULT,
+    METHOD_SWEEPS,
+    Candidates,
+    Setting,
+    apply_setting,
+    best_per_method,
+    collect_candidates,
+    run_setting,
+    study,
+)
+from tests.evaluation.conftest import pycoco_eval
+
+
+@pytest.fixture(scope="module")
+def world():
+    """Candidates built from a synthetic detector output: 16 images, 3 classes, identity letterbox."""
+    gt, dt = synthetic_coco(
+        16,
+        n_classes=3,
+        gt_per_image=8,
+        image_size=(160, 120),
+        seed=5,
+        crowd_frac=0.0,
+        extra_dets_per_gt=2.0,
+        score_decimals=4,
+    )
+    ids = [im["id"] for im in gt["images"]]
+    boxes, scores, labels = [], [], []
+    for i in ids:
+        rec = [d for d in dt if d["image_id"] == i and d["score"] > 0.001]
+        b = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in rec)], np.float32).reshape(
+            -1, 4
+        )
+        boxes.append(b)
+        scores.append(np.array([d["score"] for d in rec], np.float32))
+        labels.append(np.array([d["category_id"] - 1 for d in rec], np.int64))
+    meta = LetterboxMeta(1.0, 1.0, 0, 0, 160, 120)
+    cands = Candidates(
+        boxes,
+        scores,
+        labels,
+        [meta] * len(ids),
+        [(120, 160)] * len(ids),
+        gt,
+        [f"im{i}.jpg" for i in ids],
+        0.001,
+    )
+    return cands
+
+
+def test_run_setting_scores_like_pycocotools(world):
+    s = Setting("soft_nms_gaussian", sigma=0.5, score_thr=0.01)
+    r = run_setting(world, s, "g")
+    records = []
+    for i, (b, sc, lab) in enumerate(zip(world.boxes, world.scores, world.labels, strict=True)):
+        d = postprocess(b, sc, lab, method=s.method, score_thr=s.score_thr, iou_thr=s.iou_thr, sigma=s.sigma)
+        d.boxes[:, 0::2] = d.boxes[:, 0::2].clip(0, 160)
+        d.boxes[:, 1::2] = d.boxes[:, 1::2].clip(0, 120)
+        records += coco_records(d, world.gt["images"][i]["id"], world.file_names[i])
+    ev = pycoco_eval(world.gt, [{k: v for k, v in x.items() if k != "file_name"} for x in records])
+    assert r.ap == pytest.approx(ev.stats[0], abs=1e-12)
+    assert r.ap50 == pytest.approx(ev.stats[1], abs=1e-12)
+    assert r.ap_small == pytest.approx(ev.stats[3], abs=1e-12)
+    assert r.dets_per_image == pytest.approx(len(records) / len(world))
+    even = {im["id"] for k, im in enumerate(world.gt["images"]) if k % 2 == 0}
+    sub_gt = {
+        **world.gt,
+        "images": [im for im in world.gt["images"] if im["id"] in even],
+        "annotations": [a for a in world.gt["annotations"] if a["image_id"] in even],
+    }
+    sub_dt = [{k: v for k, v in x.items() if k != "file_name"} for x in records if x["image_id"] in even]
+    assert r.ap_even == pytest.approx(pycoco_eval(sub_gt, sub_dt).stats[0], abs=1e-12)
+    assert r.ms_per_image > 0
+    assert "soft-NMS gaussian" in r.label and "sigma 0.5" in r.label
+
+
+def test_study_best_grid_and_holdout(world):
+    sweeps = {
+        g: v
+        for g, v in METHOD_SWEEPS.items()
+        if g in ("hard NMS, per class", "soft-NMS gaussian", "WBF-style merge")
+    }
+    res = study(world, sweeps, score_grid=(0.001, 0.3), nms_iou_grid=(0.5, 0.7))
+    settings_seen = [r.setting for r in res.results]
+    assert len(settings_seen) == len(set(settings_seen))  # each setting scored once
+    for iou in (0.5, 0.7):
+        for s in (0.001, 0.3):
+            assert Setting("nms", iou_thr=iou, score_thr=s) in settings_seen
+    assert res.default.setting == DEFAULT
+    assert res.best.ap == max(r.ap for r in res.results)
+    pick = max(res.results, key=lambda r: (r.ap_even, -r.ms_per_image))
+    assert res.holdout["chosen_on_even"] == pick.label
+    assert res.holdout["gain_odd"] == pytest.approx(pick.ap_odd - res.default.ap_odd)
+    per = best_per_method(res.results)
+    assert [r.group for r in per] == list(sweeps)
+    for r in per:
+        assert r.ap == max(x.ap for x in res.results if x.group == r.group)
+    assert res.to_dict()["best"]["label"] == res.best.label
+
+
+def test_score_threshold_below_the_candidates_floor_is_refused(world):
+    with pytest.raises(DetoptInputError, match="below the candidates' floor"):
+        apply_setting(world, Setting(score_thr=0.0001))
+
+
+def test_candidates_path_equals_the_standard_evaluation(tmp_path):
+    """collect_candidates + the default setting gives exactly evaluate_detector's records and AP."""
+    write_synthetic(tmp_path / "d", train=1, val=6, imgsz=96, seed=3)
+    ds, names = dataset_from_source(tmp_path / "d" / "data.yaml", "val", 96)
+    torch.manual_seed(0)
+    model = create_model("yolo-p", len(names), img_size=96).eval()
+    pp = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=0.001, iou_thr=0.7, max_det=300)
+    res, preds, _ = evaluate_detector(model, ds, names, pp, batch_size=4)
+    cands = collect_candidates(model, ds, names, batch_size=3)
+    dets, _ = apply_setting(cands, DEFAULT)
+    ids = [im["id"] for im in cands.gt["images"]]
+    records = [r for d, i, f in zip(dets, ids, cands.file_names, strict=True) for r in coco_records(d, i, f)]
+    assert len(records) > 0
+    assert records == preds
+    assert run_setting(cands, DEFAULT).ap == pytest.approx(float(res.stats[0]), abs=0)
