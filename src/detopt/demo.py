@@ -525,6 +525,12 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
             f"{training['config']['model']} trained for {training['elapsed'] / 60:.1f} min on "
             f"{training['train_images']} synthetic images; this invocation took {wall / 60:.1f} min "
             f"({'quick' if cfg.quick else 'full'} mode, {env['versions']['date']})"
+            + (
+                ". Quick mode is a smoke test of the pipeline: a tiny model trained for seconds, so its "
+                "accuracy numbers mean nothing; run without --quick for a real model."
+                if cfg.quick
+                else ""
+            )
         ),
         "headline": {
             "mAP50-95": f"{stats['AP']:.3f}",

@@ -34,7 +34,7 @@ main{padding:8px 32px 40px;max-width:1500px}section{margin-top:28px}
 h2{border-bottom:2px solid #1f3a5f;padding-bottom:4px}h3{margin-bottom:6px}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:13px;background:#fff}
 th,td{border:1px solid #d0d7de;padding:4px 9px;text-align:right}th{background:#f0f3f7}
-td:first-child,th:first-child{text-align:left}tr.best td{background:#e6f4ea;font-weight:600}
+td:first-child,th:first-child,td.t{text-align:left}tr.best td{background:#e6f4ea;font-weight:600}
 figure{display:inline-block;vertical-align:top;margin:8px 18px 14px 0;background:#fff;padding:8px;
 border:1px solid #e1e4e8;max-width:100%}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#444;max-width:760px;margin-top:6px}
@@ -87,7 +87,13 @@ def table(
     out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for i, row in enumerate(rows):
         cls = ' class="best"' if i in best else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{esc(fmt(v, digits))}</td>" for v in row) + "</tr>")
+        cells = "".join(
+            f"<td>{esc(fmt(v, digits))}</td>"
+            if isinstance(v, (int, float)) or k == 0
+            else f'<td class="t">{esc(fmt(v, digits))}</td>'
+            for k, v in enumerate(row)
+        )
+        out.append(f"<tr{cls}>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
