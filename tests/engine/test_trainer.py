@@ -233,3 +233,15 @@ def test_close_mosaic_covers_the_last_epochs(synth_dir, tmp_path):
     assert trainer.train_set.pipeline.mixing_on
     trainer._set_data_epoch(190)
     assert not trainer.train_set.pipeline.mixing_on
+
+
+def test_validation_warm_up_changes_nothing(synth_dir, tmp_path):
+    """The warm-up before a time-budgeted run validates a few images and leaves every weight,
+    buffer and the RNG as they were (exact resume depends on it)."""
+    trainer = Trainer(_small_cfg(synth_dir, tmp_path, time=100, val=True))
+    before = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert trainer._warm_validation() > 0
+    for k, v in trainer.ema.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng)
