@@ -14,6 +14,7 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
     assert len(namespace["det"]) <= 300
+    assert namespace["report"].name == "report.html" and namespace["report"].is_file()
 
 
 def _run_bash_block(needle: str, cwd: Path) -> None:
