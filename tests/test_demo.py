@@ -101,6 +101,7 @@ def test_quick_demo_numbers_agree_with_its_artefacts(demo_run):
     assert len(preds) == metrics["counts"]["predictions"]
     ckpt_rows = (out / "train" / "results.csv").read_text().strip().splitlines()
     assert len(ckpt_rows) - 1 == summary["training"]["epochs"] >= 1
+    assert summary["environment"]["command"].startswith("detopt demo --quick --out ")
     env = summary["environment"]["versions"]
     assert env["torch"] and env["CPU cores"] == str(os.cpu_count())
 
@@ -244,3 +245,10 @@ def test_demo_config_defaults_and_errors():
         build_config(DemoConfig, {"minute": 3})
     with pytest.raises(SystemExit):
         main(["demo", "--minutes", "0"])
+
+
+def test_a_bad_training_override_fails_before_any_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--quick", "--out", str(out), "lr0=-1"]) == 2
+    assert "lr0" in capsys.readouterr().err
+    assert not (out / "steps").exists() and not (out / "data").exists()

@@ -545,7 +545,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.overrides:
         values["train"] = parse_overrides(args.overrides)
     cfg = build_config(DemoConfig, values)
-    run_config(cfg, argv=["detopt", *sys.argv[1:]] if sys.argv[0].endswith("detopt") else ["detopt demo"])
+    run_config(cfg, argv=["detopt", *args.argv])
     return 0
 
 
@@ -696,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

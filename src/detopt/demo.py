@@ -496,6 +496,7 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
     run_dir = Path(cfg.out).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     r = cfg.resolved()
+    _train_config(run_dir, cfg)  # a bad training override fails now, not after the first steps
     step = _Steps(run_dir, log)
     data_params = {"train": r["train_images"], "val": r["val_images"], "imgsz": cfg.imgsz, "seed": cfg.seed}
     step("data", data_params, lambda: synthesize(run_dir, cfg))
