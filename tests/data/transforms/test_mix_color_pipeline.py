@@ -188,3 +188,20 @@ def test_build_pipeline_errors(tmp_path):
     assert isinstance(build_pipeline(f).transforms[0], HFlip)
     with pytest.raises(DetoptInputError, match="mixes several images"):
         TRANSFORMS["mixup"](p=1.0)(scenes(0, 1)[0], np.random.default_rng(0))
+
+
+def test_hsv_gain_is_per_channel_gain_in_hsv():
+    """Against a per-pixel float reference: HSV via OpenCV, each channel through its own gain
+    (hue modulo 180, saturation and value clipped, truncated to uint8), back to BGR."""
+    import cv2
+
+    img = make_scene(np.random.default_rng(3)).image
+    for seed in range(4):
+        gains = np.random.default_rng(seed).uniform(-1, 1, 3) * (0.015, 0.7, 0.4) + 1
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.float64)
+        ref = np.stack([(hsv[..., 0] * gains[0]) % 180, np.clip(hsv[..., 1] * gains[1], 0, 255),
+                        np.clip(hsv[..., 2] * gains[2], 0, 255)], -1).astype(np.uint8)
+        ref = cv2.cvtColor(ref, cv2.COLOR_HSV2BGR)
+        out = color.hsv_gain(img, np.random.default_rng(seed))
+        assert np.array_equal(out, ref), seed
+        assert out is not img and out.shape == img.shape

@@ -12,14 +12,16 @@ def hsv_gain(
     img: np.ndarray, rng: np.random.Generator, h: float = 0.015, s: float = 0.7, v: float = 0.4
 ) -> np.ndarray:
     """YOLO's HSV jitter: hue, saturation and value multiplied by ``1 + U(±gain)`` through lookup
-    tables (hue wraps at 180, OpenCV's range)."""
+    tables (hue wraps at 180, OpenCV's range). One 3-channel table applied in place: no split,
+    no merge, one buffer for both conversions."""
     gains = rng.uniform(-1, 1, 3) * (h, s, v) + 1
-    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
-    lut_h = ((_RAMP * gains[0]) % 180).astype(np.uint8)
-    lut_s = np.clip(_RAMP * gains[1], 0, 255).astype(np.uint8)
-    lut_v = np.clip(_RAMP * gains[2], 0, 255).astype(np.uint8)
-    hsv = cv2.merge((cv2.LUT(hue, lut_h), cv2.LUT(sat, lut_s), cv2.LUT(val, lut_v)))
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    lut = np.empty((1, 256, 3), np.uint8)
+    lut[0, :, 0] = ((_RAMP * gains[0]) % 180).astype(np.uint8)
+    lut[0, :, 1] = np.clip(_RAMP * gains[1], 0, 255).astype(np.uint8)
+    lut[0, :, 2] = np.clip(_RAMP * gains[2], 0, 255).astype(np.uint8)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    cv2.LUT(hsv, lut, dst=hsv)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=hsv)
 
 
 def brightness_contrast(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
