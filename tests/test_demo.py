@@ -252,3 +252,26 @@ def test_a_bad_training_override_fails_before_any_step(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out), "lr0=-1"]) == 2
     assert "lr0" in capsys.readouterr().err
     assert not (out / "steps").exists() and not (out / "data").exists()
+
+
+@pytest.mark.slow
+def test_demo_resumes_an_unfinished_training_run(demo_run, tmp_path):
+    """A moved RUN whose last.pt says more epochs were planned is resumed, not retrained."""
+    import contextlib
+    import io
+
+    from detopt.engine import atomic_save, load_checkpoint
+
+    out = tmp_path / "moved"
+    shutil.copytree(demo_run[0], out)
+    ckpt = load_checkpoint(out / "train" / "last.pt")
+    done = int(ckpt["epoch"]) + 1
+    ckpt["epochs"] = done + 1
+    atomic_save(ckpt, out / "train" / "last.pt")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
+    log = buf.getvalue()
+    assert f"resuming {out / 'train'} at epoch {done + 1}" in log, log
+    assert load_checkpoint(out / "train" / "last.pt")["epoch"] >= done
+    assert "[evaluate] running" in log  # new weights: evaluated again

@@ -249,7 +249,7 @@ def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
             reused = True
         else:
             log(f"[train] resuming {out} at epoch {int(ckpt['epoch']) + 2}")
-            trainer = Trainer.resume(out, progress=tcfg.progress, workers=tcfg.workers, device=tcfg.device)
+            trainer = Trainer.resume(out, **{k: getattr(tcfg, k) for k in _VOLATILE})  # RUN may have moved
         del ckpt
     if not reused:
         trainer = trainer or Trainer(tcfg)
