@@ -3,6 +3,8 @@ their reuse, numbers that agree with the artefacts, and the page rendered by hea
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -20,19 +22,31 @@ from detopt.report import SECTIONS, image_paths
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
 
 
+def _demo(*args: str) -> str:
+    """Run ``detopt demo ARGS`` in this process; returns what it printed (it must succeed)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["demo", *args]) == 0
+    return buf.getvalue()
+
+
+def _browser() -> str:
+    """A headless Chromium; skipped without one, unless DETOPT_REQUIRE_BROWSER is set (CI), where
+    its absence fails the test."""
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("DETOPT_REQUIRE_BROWSER"):
+        pytest.fail("no headless Chromium found (make browser installs the Debian package)")
+    pytest.skip("no headless Chromium (make browser installs the Debian package)")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """One quick demo (about a minute), run through the command line, then run again."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    logs = []
-    for _ in range(2):
-        import contextlib
-        import io
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            assert main(["demo", "--quick", "--out", str(out), "--workers", "1"]) == 0
-        logs.append(buf.getvalue())
+    logs = [_demo("--quick", "--out", str(out), "--workers", "1") for _ in range(2)]
     return out, logs
 
 
@@ -130,28 +144,11 @@ def test_demo_retrains_when_the_config_changes(demo_run, tmp_path):
     src, _ = demo_run
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert (
-            main(["demo", "--quick", "--out", str(out), "--workers", "0", "--minutes", "0.1", "lr0=0.02"])
-            == 0
-        )
-    log = buf.getvalue()
+    log = _demo("--quick", "--out", str(out), "--workers", "0", "--minutes", "0.1", "lr0=0.02")
     assert "trained with another config; training again" in log
     assert "[data] reusing" in log and "[evaluate] running" in log
     summary = json.loads((out / "steps" / "report.json").read_text())
     assert summary["training"]["config"]["lr0"] == 0.02
-
-
-def _browser() -> str | None:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 @pytest.mark.slow
@@ -160,10 +157,6 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     failed to load. CI installs the browser (Makefile `browser`) and sets DETOPT_REQUIRE_BROWSER=1."""
     out, _ = demo_run
     browser = _browser()
-    if browser is None:
-        if os.environ.get("DETOPT_REQUIRE_BROWSER"):
-            pytest.fail("no headless Chromium found (make browser installs the Debian package)")
-        pytest.skip("no headless Chromium (make browser installs the Debian package)")
     url = (out / "report.html").resolve().as_uri()
     flags = [
         browser,
@@ -202,8 +195,6 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
 def test_report_check_catches_a_missing_image(tmp_path):
     """The page's own check: an image removed after writing is reported by the browser."""
     browser = _browser()
-    if browser is None:
-        pytest.skip("no headless Chromium")
     (tmp_path / "a.png").write_bytes(b"not a png")
     page = tmp_path / "r.html"
     from detopt.report.html import _SCRIPT
@@ -257,9 +248,6 @@ def test_a_bad_training_override_fails_before_any_step(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_resumes_an_unfinished_training_run(demo_run, tmp_path):
     """A moved RUN whose last.pt says more epochs were planned is resumed, not retrained."""
-    import contextlib
-    import io
-
     from detopt.engine import atomic_save, load_checkpoint
 
     out = tmp_path / "moved"
@@ -268,10 +256,7 @@ def test_demo_resumes_an_unfinished_training_run(demo_run, tmp_path):
     done = int(ckpt["epoch"]) + 1
     ckpt["epochs"] = done + 1
     atomic_save(ckpt, out / "train" / "last.pt")
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
-    log = buf.getvalue()
+    log = _demo("--quick", "--out", str(out), "--workers", "0")
     assert f"resuming {out / 'train'} at epoch {done + 1}" in log, log
     assert load_checkpoint(out / "train" / "last.pt")["epoch"] >= done
     assert "[evaluate] running" in log  # new weights: evaluated again

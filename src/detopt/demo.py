@@ -229,8 +229,9 @@ _VOLATILE = ("out", "progress", "workers", "device", "data")  # keys that do not
 def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or reuse) the model of the demo in ``run/train``."""
     from detopt.engine import Trainer
-    from detopt.engine.checkpoint import load_checkpoint
+    from detopt.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from detopt.models import count_flops, count_parameters
+    from detopt.report.figures import plot_training_curves
 
     tcfg = _train_config(run, cfg)
     out = run / "train"
@@ -262,16 +263,10 @@ def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
         del trainer
     with (out / "results.csv").open(newline="") as f:
         rows = [dict(r) for r in csv.DictReader(f)]
-    from detopt.inference import load_weights
-
-    model, names, _ = load_weights(last)
     ckpt = load_checkpoint(last)
-    from detopt.data.formats import load_dataset
-
-    ds = load_dataset(run / "data" / "data.yaml")
-    from detopt.report.figures import plot_training_curves
-
+    model = model_from_checkpoint(ckpt)
     fig = plot_training_curves(rows, run / "train" / "curves.png")
+    r = cfg.resolved()
     return {
         "config": ckpt["config"],
         "rows": rows,
@@ -280,9 +275,9 @@ def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
         "bad_steps": int(ckpt["bad_steps"]),
         "params_m": count_parameters(model) / 1e6,
         "gflops": count_flops(model, cfg.imgsz) / 1e9,
-        "train_images": len(ds.splits["train"]),
-        "val_images": len(ds.splits["val"]),
-        "names": names,
+        "train_images": r["train_images"],  # what synthesize wrote
+        "val_images": r["val_images"],
+        "names": list(ckpt["names"]),
         "reused": reused,
         "run": "train",
         "figure": fig.relative_to(run).as_posix(),
@@ -296,6 +291,7 @@ class _Context:
     def __init__(self, run: Path, cfg: DemoConfig) -> None:
         self.run, self.cfg = run, cfg
         self._cands = None
+        self.val_paths: list[Path] = []
 
     def candidates(self):
         if self._cands is None:
@@ -310,14 +306,12 @@ class _Context:
                 model, val, names, resolve_device(self.cfg.device), batch_size=32
             )
             self.val_paths = [r.path for r in val.records]
-            self.names = names
         return self._cands
 
 
 def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     """COCO evaluation of the final EMA weights with the default post-processing (``run/eval``)."""
     from detopt.data.image_io import decode_image
-    from detopt.engine.validate import coco_records
     from detopt.evaluation import evaluate_coco
     from detopt.evaluation.curves import f1_curve, image_outcomes
     from detopt.evaluation.plots import save_plots
@@ -327,7 +321,7 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     cands = ctx.candidates()
     dets, _ = apply_setting(cands, DEFAULT)
     ids = [im["id"] for im in cands.gt["images"]]
-    records = [r for d, i, f in zip(dets, ids, cands.file_names, strict=True) for r in coco_records(d, i, f)]
+    records = cands.records(dets)
     out = run / "eval"
     _write_json(out / "predictions.json", records)
     res = evaluate_coco(cands.gt, records)

@@ -13,7 +13,7 @@ from torch import nn
 
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.formats.coco import coco_dict
-from detopt.data.transforms.letterbox import unletterbox_boxes
+from detopt.data.transforms.letterbox import LetterboxMeta, unletterbox_boxes
 from detopt.evaluation import CocoEvalResult, evaluate_coco
 from detopt.models.postprocessor import Postprocessor
 from detopt.structures.detections import Detections
@@ -23,6 +23,16 @@ def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CPU, fp16 on CUDA (``enabled=False``: a no-op context)."""
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+
+def to_original(dets: Detections, meta: LetterboxMeta, orig_size: tuple[int, int]) -> Detections:
+    """Detections in network-input pixels -> numpy detections in the original image's pixels
+    (``orig_size`` ``(h, w)``), boxes clipped to the image."""
+    boxes = unletterbox_boxes(np.asarray(dets.boxes, np.float32), meta)
+    h, w = orig_size
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    return Detections(boxes, np.asarray(dets.scores, np.float32), np.asarray(dets.labels, np.int64))
 
 
 @torch.no_grad()
@@ -42,14 +52,10 @@ def predict_batches(
             images = batch["images"].to(device, non_blocking=True).float().div_(255)
             with autocast(device, amp):
                 outputs = model(images)
-            dets = []
-            for d, meta, (h, w) in zip(
-                postprocessor(outputs), batch["metas"], batch["orig_sizes"], strict=True
-            ):
-                boxes = unletterbox_boxes(d.boxes.float().cpu().numpy(), meta)
-                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-                dets.append(Detections(boxes, d.scores.float().cpu().numpy(), d.labels.cpu().numpy()))
+            dets = [
+                to_original(Detections(d.boxes.float().cpu(), d.scores.float().cpu(), d.labels.cpu()), m, hw)
+                for d, m, hw in zip(postprocessor(outputs), batch["metas"], batch["orig_sizes"], strict=True)
+            ]
             yield batch, dets
     finally:
         model.train(was)

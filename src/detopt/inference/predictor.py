@@ -54,21 +54,28 @@ def _palette(k: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
+def draw_labelled_box(img: np.ndarray, box: Sequence[float], colour: tuple[int, int, int], text: str,
+                      thickness: int = 1, font_scale: float = 0.35,
+                      text_colour: tuple[int, int, int] = (0, 0, 0)) -> None:
+    """Draw one xyxy ``box`` (pixels, rounded) into ``img`` in place, with ``text`` on a filled
+    tag at its top-left corner (kept inside the image; no tag when ``text`` is empty)."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    cv2.rectangle(img, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+    if not text:
+        return
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    y = max(y1, th + base)
+    cv2.rectangle(img, (x1, y - th - base), (x1 + tw, y), colour, -1)
+    cv2.putText(img, text, (x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_colour, 1, cv2.LINE_AA)
+
+
 def draw_detections(image_bgr: np.ndarray, dets: Detections, names: Sequence[str]) -> np.ndarray:
     """A copy of ``image_bgr`` with each box, class name and score drawn."""
     out = image_bgr.copy()
-    for (x1, y1, x2, y2), s, lab in zip(
-        np.asarray(dets.boxes), np.asarray(dets.scores), np.asarray(dets.labels), strict=True
-    ):
-        color = _palette(int(lab))
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, color, 1, cv2.LINE_AA)
+    boxes, scores, labels = np.asarray(dets.boxes), np.asarray(dets.scores), np.asarray(dets.labels)
+    for box, s, lab in zip(boxes, scores, labels, strict=True):
         name = names[int(lab)] if int(lab) < len(names) else str(int(lab))
-        text = f"{name} {s:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
-        y = max(p1[1], th + base)
-        cv2.rectangle(out, (p1[0], y - th - base), (p1[0] + tw, y), color, -1)
-        cv2.putText(out, text, (p1[0], y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        draw_labelled_box(out, box, _palette(int(lab)), f"{name} {s:.2f}")
     return out
 
 

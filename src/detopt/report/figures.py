@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from detopt.inference.predictor import draw_labelled_box
+
 # BGR colours of the outcome drawing: true positive, false positive, missed ground truth
 TP_BGR, FP_BGR, MISS_BGR = (60, 180, 60), (0, 140, 255), (40, 40, 230)
 
@@ -89,15 +91,8 @@ def draw_outcomes(
     img = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
 
     def rect(box: np.ndarray, colour: tuple[int, int, int], text: str, thick: int) -> None:
-        x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
-        cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        if text:
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
-            y = max(y1, th + base)
-            cv2.rectangle(img, (x1, y - th - base), (x1 + tw, y), colour, -1)
-            cv2.putText(
-                img, text, (x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA
-            )
+        white = (255, 255, 255)
+        draw_labelled_box(img, np.asarray(box, np.float64) * scale, colour, text, thick, 0.38, white)
 
     def name(k: int) -> str:
         return names[k] if 0 <= k < len(names) else str(k)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,6 @@ def card(label: str, value: str) -> str:
 
 def image_paths(report_html: str) -> list[str]:
     """Every ``src`` of an ``<img>`` in the report's HTML (for checks that they exist)."""
-    import re
-
     return re.findall(r'<img src="([^"]+)"', report_html)
 
 

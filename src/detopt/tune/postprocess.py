@@ -23,8 +23,8 @@ from torch import nn
 
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.formats.coco import coco_dict
-from detopt.data.transforms.letterbox import LetterboxMeta, unletterbox_boxes
-from detopt.engine.validate import autocast, coco_records, file_names
+from detopt.data.transforms.letterbox import LetterboxMeta
+from detopt.engine.validate import autocast, coco_records, file_names, to_original
 from detopt.errors import DetoptInputError
 from detopt.evaluation import evaluate_coco
 from detopt.models.postprocessor import Postprocessor
@@ -52,6 +52,11 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def records(self, dets: Sequence[Detections]) -> list[dict[str, Any]]:
+        """COCO results records (with ``file_name``) of one detection list per image."""
+        ids = [im["id"] for im in self.gt["images"]]
+        return [r for d, i, f in zip(dets, ids, self.file_names, strict=True) for r in coco_records(d, i, f)]
 
 
 @torch.no_grad()
@@ -123,14 +128,6 @@ class Setting:
         return f"{name} ({knob}, score > {self.score_thr:g})"
 
 
-def _to_original(dets: Detections, meta: LetterboxMeta, hw: tuple[int, int]) -> Detections:
-    boxes = unletterbox_boxes(np.asarray(dets.boxes, np.float32), meta)
-    h, w = hw
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-    return Detections(boxes, np.asarray(dets.scores, np.float32), np.asarray(dets.labels, np.int64))
-
-
 def apply_setting(cands: Candidates, setting: Setting) -> tuple[list[Detections], float]:
     """Suppress every image's candidates -> (detections in original-image pixels, seconds of
     suppression per image)."""
@@ -158,7 +155,7 @@ def apply_setting(cands: Candidates, setting: Setting) -> tuple[list[Detections]
             pre_nms_topk=10000,
         )
         spent += time.perf_counter() - t
-        out.append(_to_original(d, meta, hw))
+        out.append(to_original(d, meta, hw))
     return out, spent / max(len(cands), 1)
 
 
@@ -196,7 +193,7 @@ def run_setting(cands: Candidates, setting: Setting, group: str = "") -> Setting
     the even and on the odd images, suppression milliseconds and detections per image."""
     dets, seconds = apply_setting(cands, setting)
     ids = [im["id"] for im in cands.gt["images"]]
-    records = [r for d, i, f in zip(dets, ids, cands.file_names, strict=True) for r in coco_records(d, i, f)]
+    records = cands.records(dets)
     res = evaluate_coco(cands.gt, records)
     halves = []
     for parity in (0, 1):
