@@ -1,4 +1,5 @@
 import cv2
+import numba
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from detopt.ops import (
     nms,
     soft_nms,
 )
+from detopt.testing import detector_like_boxes
 from tests.ops.conftest import make_case, uniform_boxes
 from tests.reference import ops_reference as ref
 
@@ -125,6 +127,68 @@ def test_soft_nms_does_not_mutate_and_scores_only_decrease():
     np.testing.assert_array_equal(s, s0)
     assert (new <= s[keep]).all() and (np.diff(new) <= 0).all() and (new > 0.001).all()
     assert soft_nms(np.zeros((0, 4)), np.zeros(0))[0].shape == (0,)
+
+
+@pytest.mark.parametrize("dtype,max_ulp", [(np.float32, 1.0), (np.float64, 2.0)])
+def test_soft_nms_exp_polynomial_is_within_an_ulp(dtype, max_ulp):
+    from detopt.ops._soft_kernel import _exp_neg
+
+    @numba.njit
+    def run(x):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = _exp_neg(x[i])
+        return out
+
+    hi = 103.0 if dtype == np.float32 else 740.0  # down to the denormals
+    x = np.concatenate([-np.linspace(0, 3, 300_001), -np.linspace(3, hi, 100_001)]).astype(dtype)
+    got = run(x)
+    want = np.exp(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(want).astype(dtype)).astype(np.longdouble)
+    assert np.max(np.abs(got - want) / ulp) <= max_ulp
+    assert got[0] == 1  # exp(-0) is exactly 1: a box that does not intersect keeps its score
+    assert run(np.array([-hi - 10, -1e4], dtype)).tolist() == [0.0, 0.0]  # below: underflow
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 700])
+def test_soft_nms_chunk_boundaries_and_ties(n):
+    # scores on a coarse grid tie a lot; sizes of 1, 15..17 cover partial and exact chunks
+    rng = np.random.default_rng(n)
+    b, _ = uniform_boxes(rng, n, span=120.0, max_wh=40.0)
+    s = np.round(rng.uniform(0.05, 1.0, n), 1)
+    lab = rng.integers(0, 2, n)
+    for method in ("gaussian", "linear"):
+        keep, new = soft_nms(b, s, 0.3, 0.5, 0.001, method)
+        rk, rs = ref.soft_nms(b, s, 0.3, 0.5, 0.001, method)
+        np.testing.assert_array_equal(keep, rk)
+        np.testing.assert_allclose(new, rs, rtol=1e-12)
+        keep, new = batched_soft_nms(b, s, lab, 0.3, 0.5, 0.001, method)
+        rk, rs = ref.soft_nms(b, s, 0.3, 0.5, 0.001, method, lab)
+        np.testing.assert_array_equal(keep, rk)
+        np.testing.assert_allclose(new, rs, rtol=1e-12)
+
+
+def test_soft_nms_underflow_and_zero_score_threshold():
+    # sigma 0.0015: exp(-iou²/sigma) underflows to 0 (and to denormals) for strong overlaps;
+    # with score_threshold 0 a box stays alive while its score is > 0
+    b, s, _ = make_case("crowded", 4)
+    for sigma in (0.0015, 0.02):
+        keep, new = soft_nms(b, s, 0.3, sigma, 0.0, "gaussian")
+        rk, rs = ref.soft_nms(b, s, 0.3, sigma, 0.0, "gaussian")
+        np.testing.assert_array_equal(keep, rk)
+        np.testing.assert_allclose(new, rs, rtol=1e-12)
+
+
+def test_soft_nms_large_input_matches_torch_path():
+    # thousands of boxes: many chunks and groups, lazy chunk maxima exercised
+    b, s, lab = detector_like_boxes(3000, per_object=20, n_classes=2, seed=5)
+    for use_labels in (False, True):
+        labels = _t(lab) if use_labels else None
+        k, v = tp.soft_nms(_t(b), _t(s), labels, 0.3, 0.5, 0.001, False)
+        k2, v2 = (batched_soft_nms(b, s, lab, 0.3, 0.5, 0.001) if use_labels
+                  else soft_nms(b, s, 0.3, 0.5, 0.001))
+        np.testing.assert_array_equal(k.numpy(), k2)
+        np.testing.assert_allclose(v.numpy(), v2, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ matrix NMS

@@ -4,7 +4,9 @@ All kernels take boxes sorted or unsorted as documented, in float32 or float64, 
 that dtype so the vectorized torch path (``_torch_paths``) gives the same numbers: every
 expression here has a twin there with the same operations in the same order.
 
-Spatial pruning: NMS, soft-NMS and matrix NMS use a multi-level grid of box centres
+Soft-NMS has its own module (``_soft_kernel``: SIMD chunks of boxes).
+
+Spatial pruning: NMS and matrix NMS use a multi-level grid of box centres
 (``_level_grid``): a query visits only boxes that can intersect (or, for hard NMS, only boxes
 whose size and centre allow IoU > t). WBF uses a uniform grid of fused cluster boxes
 (``_grid_geometry``/``_cell``), re-registered as clusters move. Cost grows with local overlap,
@@ -32,7 +34,7 @@ def _pos(x):
 
 # Helpers take scalars, never arrays: an array argument of an inlined helper costs an atomic
 # reference-count increment and decrement per call (numba's pruning keeps them inside loops),
-# which made those atomics the largest cost of the soft-NMS loop.
+# which once made those atomics the largest cost of a kernel loop.
 @nb.njit(**_JIT, inline="always")
 def _iou_vals(ax1, ay1, ax2, ay2, aa, bx1, by1, bx2, by2, ba):
     """IoU of boxes a and b in the coordinate dtype (0 when they do not intersect)."""
@@ -472,108 +474,6 @@ def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
             keep[k] = order[r]
             k += 1
     return keep
-
-
-# --------------------------------------------------------------------------- soft-NMS
-@nb.njit(**_JIT, inline="always")
-def _better(a, b, sa, sb):
-    """Winner of boxes a, b with scores sa, sb (-1 = empty, its score is ignored): higher
-    score, ties by lower index."""
-    if a < 0:
-        return b
-    if b < 0:
-        return a
-    if sa > sb or (sa == sb and a < b):
-        return a
-    return b
-
-
-@nb.njit(**_JIT)
-def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, linear):
-    """Soft-NMS (Bodla et al. 2017) with a winner tree and the level grid.
-
-    Gaussian: every remaining box j is multiplied by ``exp(-(iou * iou) / sigma)``; linear:
-    by ``1 - iou`` where ``iou > thr``. Selection: highest current score, ties by lower index;
-    stops when the best remaining score is ``<= score_thr``. Returns (indices in selection
-    order, their scores at selection). With ``use_labels`` only boxes of the same label decay
-    each other (per-class soft-NMS, one tree).
-
-    The winner tree holds, per node, the best box of its subtree. A decay only recomputes the
-    ancestors where the decayed box was the winner (usually none), so selection costs O(log N)
-    and a decay O(1) on average. A box whose score drops to ``<= score_thr`` can never be kept
-    and leaves the tree and the grid.
-    """
-    n = boxes.shape[0]
-    x1 = boxes[:, 0].copy()
-    y1 = boxes[:, 1].copy()
-    x2 = boxes[:, 2].copy()
-    y2 = boxes[:, 3].copy()
-    area = _areas(x1, y1, x2, y2)
-    s = scores.copy()
-    base = 1
-    while base < max(n, 1):
-        base *= 2
-    tree = np.full(2 * base, -1, np.int64)
-    size = 0
-    for i in range(n):
-        if s[i] > score_thr:
-            tree[base + i] = i
-            size += 1
-    for node in range(base - 1, 0, -1):
-        a, b = tree[2 * node], tree[2 * node + 1]
-        tree[node] = _better(a, b, s[a], s[b])
-    members = np.empty(size, np.int64)
-    k = 0
-    for i in range(n):
-        if tree[base + i] >= 0:
-            members[k] = i
-            k += 1
-    grid = _level_grid(x1, y1, x2, y2, area, members)
-    buf = np.empty(max(size, 1), np.int64)
-    one = np.ones(1, s.dtype)[0]
-    keep = np.empty(size, np.int64)
-    kept_scores = np.empty(size, s.dtype)
-    nk = 0
-    while tree[1] >= 0:
-        i = tree[1]
-        tree[base + i] = -1
-        # box i lost score or left: recompute the ancestors it won, stop at the first it did not
-        node = (base + i) >> 1
-        while node >= 1 and tree[node] == i:
-            a, b = tree[2 * node], tree[2 * node + 1]
-            tree[node] = _better(a, b, s[a], s[b])
-            node >>= 1
-        _level_remove(grid, i)
-        keep[nk] = i
-        kept_scores[nk] = s[i]
-        nk += 1
-        if area[i] <= 0:
-            continue
-        ix1, iy1, ix2, iy2, ia = x1[i], y1[i], x2[i], y2[i], area[i]
-        cnt = _level_query(grid, ix1, iy1, ix2, iy2, 0.0, buf)
-        for t in range(cnt):
-            j = buf[t]
-            if use_labels and labels[j] != labels[i]:
-                continue
-            iou = _iou_vals(ix1, iy1, ix2, iy2, ia, x1[j], y1[j], x2[j], y2[j], area[j])
-            if not iou > 0:
-                continue
-            if linear:
-                if not iou > thr:
-                    continue
-                s[j] = s[j] * (one - iou)
-            else:
-                s[j] = s[j] * np.exp(-(iou * iou) / sigma)
-            if not s[j] > score_thr:
-                tree[base + j] = -1
-                _level_remove(grid, j)
-            # box j lost score or left: recompute the ancestors it won, stop at the first it did not
-            node = (base + j) >> 1
-            while node >= 1 and tree[node] == j:
-                a, b = tree[2 * node], tree[2 * node + 1]
-                tree[node] = _better(a, b, s[a], s[b])
-                node >>= 1
-    return keep[:nk].copy(), kept_scores[:nk].copy()
 
 
 # --------------------------------------------------------------------------- matrix NMS

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from detopt.errors import DetoptInputError
-from detopt.ops import _kernels, _torch_paths
+from detopt.ops import _kernels, _soft_kernel, _torch_paths
 from detopt.ops._array import (
     ArrayLike,
     check_boxes,
@@ -140,9 +140,9 @@ def _soft(p: _Prepared, iou_threshold: float, sigma: float, score_threshold: flo
     if p.torch_path:
         return _torch_paths.soft_nms(p.t_boxes(), p.t_scores(), p.t_labels(), thr, sigma, sthr,
                                      linear)
-    keep, new = _kernels.soft_nms_kernel(p.np_boxes(), p.np_scores(), p.np_labels(),
-                                         p.labels is not None, p.scalar(thr), p.scalar(sigma),
-                                         p.scalar(sthr), linear)
+    keep, new = _soft_kernel.soft_nms_kernel(p.np_boxes(), p.np_scores(), p.np_labels(),
+                                             p.labels is not None, p.scalar(thr),
+                                             p.scalar(sigma), p.scalar(sthr), linear)
     return p.out(keep), p.out(new)
 
 
