@@ -191,17 +191,30 @@ def test_build_pipeline_errors(tmp_path):
 
 
 def test_hsv_gain_is_per_channel_gain_in_hsv():
-    """Against a per-pixel float reference: HSV via OpenCV, each channel through its own gain
-    (hue modulo 180, saturation and value clipped, truncated to uint8), back to BGR."""
+    """Against a per-pixel reference: HSV via OpenCV, each channel times its own gain in float32,
+    rounded to nearest (ties to even) and saturated, hue taken modulo 180, back to BGR."""
     import cv2
 
     img = make_scene(np.random.default_rng(3)).image
     for seed in range(4):
-        gains = np.random.default_rng(seed).uniform(-1, 1, 3) * (0.015, 0.7, 0.4) + 1
-        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.float64)
-        ref = np.stack([(hsv[..., 0] * gains[0]) % 180, np.clip(hsv[..., 1] * gains[1], 0, 255),
-                        np.clip(hsv[..., 2] * gains[2], 0, 255)], -1).astype(np.uint8)
-        ref = cv2.cvtColor(ref, cv2.COLOR_HSV2BGR)
+        gains = (np.random.default_rng(seed).uniform(-1, 1, 3) * (0.015, 0.7, 0.4) + 1)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.float32)
+        scaled = np.clip(np.rint(hsv * gains.astype(np.float32)), 0, 255)
+        scaled[..., 0] %= 180
+        ref = cv2.cvtColor(scaled.astype(np.uint8), cv2.COLOR_HSV2BGR)
         out = color.hsv_gain(img, np.random.default_rng(seed))
         assert np.array_equal(out, ref), seed
         assert out is not img and out.shape == img.shape
+    # hue past 179 wraps: a red scene with the hue gain at its top
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[...] = cv2.cvtColor(np.array([[[179, 220, 200]]], np.uint8), cv2.COLOR_HSV2BGR)
+    h0, s0, v0 = cv2.cvtColor(red[:1, :1], cv2.COLOR_BGR2HSV)[0, 0]
+    assert h0 == 179
+
+    class Top:
+        def uniform(self, lo, hi, n):
+            return np.ones(n)
+
+    out = color.hsv_gain(red, Top(), 0.015, 0.0, 0.0)  # hue 179 * 1.015 = 181.7 -> 182 = 2
+    want = cv2.cvtColor(np.array([[[2, s0, v0]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
+    assert (out == want).all()

@@ -11,16 +11,15 @@ _RAMP = np.arange(256, dtype=np.float64)
 def hsv_gain(
     img: np.ndarray, rng: np.random.Generator, h: float = 0.015, s: float = 0.7, v: float = 0.4
 ) -> np.ndarray:
-    """YOLO's HSV jitter: hue, saturation and value multiplied by ``1 + U(±gain)`` through lookup
-    tables (hue wraps at 180, OpenCV's range). One 3-channel table applied in place: no split,
-    no merge, one buffer for both conversions."""
+    """YOLO's HSV jitter: hue, saturation and value multiplied by ``1 + U(±gain)``.
+
+    One diagonal ``cv2.transform`` on the HSV image (float32 products rounded to nearest,
+    saturated at 255) between the two conversions, all in one buffer. Hue may leave OpenCV's
+    ``[0, 180)`` range by up to ``179·h``; the HSV→BGR conversion wraps it (hue 182 is hue 2).
+    """
     gains = rng.uniform(-1, 1, 3) * (h, s, v) + 1
-    lut = np.empty((1, 256, 3), np.uint8)
-    lut[0, :, 0] = ((_RAMP * gains[0]) % 180).astype(np.uint8)
-    lut[0, :, 1] = np.clip(_RAMP * gains[1], 0, 255).astype(np.uint8)
-    lut[0, :, 2] = np.clip(_RAMP * gains[2], 0, 255).astype(np.uint8)
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-    cv2.LUT(hsv, lut, dst=hsv)
+    cv2.transform(hsv, np.diag(gains).astype(np.float32), dst=hsv)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=hsv)
 
 
