@@ -49,6 +49,39 @@ def _shift(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]])
 
 
+def warp_image(
+    image: np.ndarray,
+    m: np.ndarray,
+    out_size: tuple[int, int],
+    interpolation: int = cv2.INTER_LINEAR,
+    pad_value: int = PAD,
+) -> np.ndarray:
+    """The pixels of :func:`warp`: ``image`` through the 3x3 ``m`` (continuous coordinates)
+    into ``out_size = (H, W)``; affine matrices use ``warpAffine``, others ``warpPerspective``."""
+    oh, ow = out_size
+    mc = _shift(-0.5, -0.5) @ m @ _shift(0.5, 0.5)
+    border = (pad_value, pad_value, pad_value)
+    if m[2, 0] == 0 and m[2, 1] == 0 and m[2, 2] == 1:
+        return cv2.warpAffine(image, mc[:2], (ow, oh), flags=interpolation, borderValue=border)
+    return cv2.warpPerspective(image, mc, (ow, oh), flags=interpolation, borderValue=border)
+
+
+def warp_shapes(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    masks: list | None,
+    m: np.ndarray,
+    out_size: tuple[int, int],
+    box_filter: BoxFilter = DEFAULT_FILTER,
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """The objects of :func:`warp`: mapped through ``m``, clipped to the output, filtered.
+    Returns ``(boxes, labels, masks)`` of the kept objects."""
+    oh, ow = out_size
+    boxes, visible, _, masks = transform_shapes(boxes, masks, m, (0.0, 0.0, float(ow), float(oh)))
+    keep = box_filter.keep(boxes, visible)
+    return boxes[keep], labels[keep], [p for p, k in zip(masks, keep, strict=True) if k]
+
+
 def warp(
     s: Sample,
     m: np.ndarray,
@@ -61,17 +94,9 @@ def warp(
 
     Affine matrices (last row ``0 0 1``) use ``warpAffine``, others ``warpPerspective``.
     """
-    oh, ow = out_size
-    mc = _shift(-0.5, -0.5) @ m @ _shift(0.5, 0.5)
-    border = (pad_value, pad_value, pad_value)
-    if m[2, 0] == 0 and m[2, 1] == 0 and m[2, 2] == 1:
-        img = cv2.warpAffine(s.image, mc[:2], (ow, oh), flags=interpolation, borderValue=border)
-    else:
-        img = cv2.warpPerspective(s.image, mc, (ow, oh), flags=interpolation, borderValue=border)
-    boxes, visible, _, masks = transform_shapes(s.boxes, s.masks, m, (0.0, 0.0, float(ow), float(oh)))
-    keep = box_filter.keep(boxes, visible)
-    out = Sample(img, boxes, s.labels.copy(), masks)
-    return out.select(keep)
+    img = warp_image(s.image, m, out_size, interpolation, pad_value)
+    boxes, labels, masks = warp_shapes(s.boxes, s.labels, s.masks, m, out_size, box_filter)
+    return Sample(img, boxes, labels, masks)
 
 
 def affine_matrix(
@@ -101,6 +126,28 @@ def affine_matrix(
     return t @ sh @ r @ p @ c
 
 
+def random_affine_matrix(
+    in_size: tuple[int, int],
+    out_size: tuple[int, int],
+    rng: np.random.Generator,
+    degrees: float = 0.0,
+    translate: float = 0.1,
+    scale: float = 0.5,
+    shear: float = 0.0,
+    perspective: float = 0.0,
+) -> np.ndarray:
+    """The matrix :func:`random_affine` draws (same draws, same order)."""
+    return affine_matrix(
+        in_size,
+        out_size,
+        degrees=rng.uniform(-degrees, degrees),
+        scale=rng.uniform(1 - scale, 1 + scale),
+        shear=(rng.uniform(-shear, shear), rng.uniform(-shear, shear)),
+        translate=(rng.uniform(-translate, translate), rng.uniform(-translate, translate)),
+        perspective=(rng.uniform(-perspective, perspective), rng.uniform(-perspective, perspective)),
+    )
+
+
 def random_affine(
     s: Sample,
     rng: np.random.Generator,
@@ -120,15 +167,7 @@ def random_affine(
     back (the output centre sees the input centre, plus the translation).
     """
     out_size = out_size or s.size
-    m = affine_matrix(
-        s.size,
-        out_size,
-        degrees=rng.uniform(-degrees, degrees),
-        scale=rng.uniform(1 - scale, 1 + scale),
-        shear=(rng.uniform(-shear, shear), rng.uniform(-shear, shear)),
-        translate=(rng.uniform(-translate, translate), rng.uniform(-translate, translate)),
-        perspective=(rng.uniform(-perspective, perspective), rng.uniform(-perspective, perspective)),
-    )
+    m = random_affine_matrix(s.size, out_size, rng, degrees, translate, scale, shear, perspective)
     return warp(s, m, out_size, box_filter, interpolation)
 
 

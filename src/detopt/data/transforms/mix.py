@@ -2,18 +2,20 @@
 
 Placements are pastes, not warps: each source image is resized so its longer side is ``size``
 (aspect kept), pasted, and its objects translated and clipped to the pasted region with the same
-polygon machinery as the warps, then filtered with a :class:`BoxFilter`.
+polygon machinery as the warps, then filtered with a :class:`BoxFilter`. A mosaic can stay a
+:class:`Tiles` layout until a warp says which canvas region it needs (:func:`warp_tiles`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from detopt.data.transforms._shapes import Polygons, scale_polygon, transform_shapes
-from detopt.data.transforms.geometric import hflip
+from detopt.data.transforms.geometric import hflip, warp_image, warp_shapes
 from detopt.data.transforms.sample import BoxFilter, Sample
 
 PAD = 114
@@ -37,38 +39,106 @@ def resize_long_side(s: Sample, size: int) -> Sample:
     return Sample(img, boxes, s.labels.copy(), masks)
 
 
-def _paste(
-    canvas: np.ndarray,
-    s: Sample,
+@dataclass
+class Tiles:
+    """A mosaic before its pixels exist: which part of which image goes where on the canvas,
+    and the objects already placed (canvas coordinates). :func:`render` makes any region of
+    the canvas; :func:`warp_tiles` makes only what a following warp samples."""
+
+    canvas: tuple[int, int]  # (H, W)
+    parts: list[tuple[np.ndarray, tuple[int, int, int, int], tuple[int, int]]]  # image, dst, src
+    boxes: np.ndarray
+    labels: np.ndarray
+    masks: list[Polygons]
+
+
+def _place(
+    s: Sample | Tiles,
     dst: tuple[int, int, int, int],
     src: tuple[int, int],
     box_filter: BoxFilter,
 ) -> tuple[np.ndarray, np.ndarray, list[Polygons]]:
-    """Paste ``s.image[sy:, sx:]`` into ``canvas[y0:y1, x0:x1]``; its objects clipped to that region."""
+    """Objects of ``s``'s image from ``(sx, sy)`` on, placed at ``dst = (x0, y0, x1, y1)`` and
+    clipped to it."""
     x0, y0, x1, y1 = dst
     sx, sy = src
-    canvas[y0:y1, x0:x1] = s.image[sy : sy + (y1 - y0), sx : sx + (x1 - x0)]
     m = np.array([[1.0, 0, x0 - sx], [0, 1.0, y0 - sy], [0, 0, 1.0]])
     boxes, visible, _, masks = transform_shapes(s.boxes, s.masks, m, (x0, y0, x1, y1))
     keep = box_filter.keep(boxes, visible)
     return boxes[keep], s.labels[keep], [p for p, k in zip(masks, keep, strict=True) if k]
 
 
-def mosaic4(
-    samples: Sequence[Sample], size: int, rng: np.random.Generator, box_filter: BoxFilter = _FILTER
-) -> Sample:
-    """Four images around a random centre ``U(size/2, 3·size/2)`` on a ``2·size`` canvas.
+def render(t: Tiles, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Pixels of the canvas region ``rect = (x0, y0, x1, y1)`` (the whole canvas by default;
+    the region may reach past the canvas, which is padding)."""
+    h, w = t.canvas
+    x0, y0, x1, y1 = rect or (0, 0, w, h)
+    out = np.full((y1 - y0, x1 - x0, 3), PAD, np.uint8)
+    for img, (dx0, dy0, dx1, dy1), (sx, sy) in t.parts:
+        ax0, ay0, ax1, ay1 = max(dx0, x0), max(dy0, y0), min(dx1, x1), min(dy1, y1)
+        if ax0 < ax1 and ay0 < ay1:
+            out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = img[
+                sy + ay0 - dy0 : sy + ay1 - dy0, sx + ax0 - dx0 : sx + ax1 - dx0
+            ]
+    return out
 
-    Image 0 ends at the centre from the top-left, 1 from the top-right, 2 bottom-left, 3
-    bottom-right (YOLO's placement); the result is ``2·size`` square — crop it back with
-    :func:`detopt.data.transforms.random_affine` (``out_size=(size, size)``).
+
+def warp_tiles(
+    t: Tiles,
+    m: np.ndarray,
+    out_size: tuple[int, int],
+    box_filter: BoxFilter = _FILTER,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> Sample:
+    """``warp(Sample(render(t), ...), m, out_size)`` rendering only the canvas region the warp
+    samples.
+
+    A matrix that only scales and translates (YOLO's default affine) takes the fast path: the
+    output is a crop of the canvas at whole-pixel offsets, resized (or copied at scale 1), and
+    the objects follow the matrix actually applied: ``m`` with its translation rounded to a
+    canvas pixel and its scale to ``out / round(out / scale)`` (changes below half a canvas
+    pixel and 0.1 %). Other matrices warp the bounding box of the output's preimage.
     """
+    oh, ow = out_size
+    ch, cw = t.canvas
+    if m[0, 1] == 0 and m[1, 0] == 0 and m[0, 0] > 0 and m[1, 1] > 0 and (m[2] == (0, 0, 1)).all():
+        w = max(1, round(ow / m[0, 0]))
+        h = max(1, round(oh / m[1, 1]))
+        x0 = round(-m[0, 2] / m[0, 0])
+        y0 = round(-m[1, 2] / m[1, 1])
+        crop = render(t, (x0, y0, x0 + w, y0 + h))
+        img = crop if (w, h) == (ow, oh) else cv2.resize(crop, (ow, oh), interpolation=interpolation)
+        applied = np.array([[ow / w, 0, -x0 * ow / w], [0, oh / h, -y0 * oh / h], [0, 0, 1.0]])
+        boxes, labels, masks = warp_shapes(t.boxes, t.labels, t.masks, applied, out_size, box_filter)
+        return Sample(img, boxes, labels, masks)
+    inv = np.linalg.inv(m)
+    corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1]], np.float64) @ inv.T
+    if (corners[:, 2] > 0).all():
+        pre = corners[:, :2] / corners[:, 2:]
+        x0 = int(np.clip(np.floor(pre[:, 0].min()) - 2, 0, cw))
+        y0 = int(np.clip(np.floor(pre[:, 1].min()) - 2, 0, ch))
+        x1 = int(np.clip(np.ceil(pre[:, 0].max()) + 2, 0, cw))
+        y1 = int(np.clip(np.ceil(pre[:, 1].max()) + 2, 0, ch))
+    else:  # the preimage is unbounded (strong perspective): the whole canvas
+        x0, y0, x1, y1 = 0, 0, cw, ch
+    if x1 > x0 and y1 > y0:
+        shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
+        img = warp_image(render(t, (x0, y0, x1, y1)), m @ shift, out_size, interpolation)
+    else:  # the output sees none of the canvas
+        img = np.full((oh, ow, 3), PAD, np.uint8)
+    boxes, labels, masks = warp_shapes(t.boxes, t.labels, t.masks, m, out_size, box_filter)
+    return Sample(img, boxes, labels, masks)
+
+
+def mosaic4_tiles(
+    samples: Sequence[Sample], size: int, rng: np.random.Generator, box_filter: BoxFilter = _FILTER
+) -> Tiles:
+    """The layout of :func:`mosaic4` (same draws), without its pixels."""
     if len(samples) != 4:
         raise ValueError(f"mosaic4 needs 4 samples, got {len(samples)}")
     s2 = 2 * size
-    canvas = np.full((s2, s2, 3), PAD, np.uint8)
     xc, yc = (int(v) for v in rng.uniform(size / 2, 3 * size / 2, 2))
-    boxes, labels, masks = [], [], []
+    parts, boxes, labels, masks = [], [], [], []
     for k, s in enumerate(samples):
         s = resize_long_side(s, size)
         h, w = s.size
@@ -84,11 +154,26 @@ def mosaic4(
         else:
             dst = (xc, yc, min(xc + w, s2), min(s2, yc + h))
             src = (0, 0)
-        b, lab, mk = _paste(canvas, s, dst, src, box_filter)
+        parts.append((s.image, dst, src))
+        b, lab, mk = _place(s, dst, src, box_filter)
         boxes.append(b)
         labels.append(lab)
         masks.extend(mk)
-    return Sample(canvas, np.concatenate(boxes), np.concatenate(labels), masks)
+    return Tiles((s2, s2), parts, np.concatenate(boxes), np.concatenate(labels), masks)
+
+
+def mosaic4(
+    samples: Sequence[Sample], size: int, rng: np.random.Generator, box_filter: BoxFilter = _FILTER
+) -> Sample:
+    """Four images around a random centre ``U(size/2, 3·size/2)`` on a ``2·size`` canvas.
+
+    Image 0 ends at the centre from the top-left, 1 from the top-right, 2 bottom-left, 3
+    bottom-right (YOLO's placement); the result is ``2·size`` square — crop it back with
+    :func:`detopt.data.transforms.random_affine` (``out_size=(size, size)``), or, faster, warp
+    :func:`mosaic4_tiles` with :func:`warp_tiles`.
+    """
+    t = mosaic4_tiles(samples, size, rng, box_filter)
+    return Sample(render(t), t.boxes, t.labels, t.masks)
 
 
 def mosaic9(
@@ -99,21 +184,21 @@ def mosaic9(
     if len(samples) != 9:
         raise ValueError(f"mosaic9 needs 9 samples, got {len(samples)}")
     s3 = 3 * size
-    canvas = np.full((s3, s3, 3), PAD, np.uint8)
-    boxes, labels, masks = [], [], []
+    parts, boxes, labels, masks = [], [], [], []
     for k, s in enumerate(samples):
         s = resize_long_side(s, size)
         h, w = s.size
         cx, cy = (k % 3) * size + (size - w) // 2, (k // 3) * size + (size - h) // 2
-        b, lab, mk = _paste(canvas, s, (cx, cy, cx + w, cy + h), (0, 0), box_filter)
+        parts.append((s.image, (cx, cy, cx + w, cy + h), (0, 0)))
+        b, lab, mk = _place(s, (cx, cy, cx + w, cy + h), (0, 0), box_filter)
         boxes.append(b)
         labels.append(lab)
         masks.extend(mk)
     x0, y0 = (int(v) for v in rng.integers(0, size + 1, 2))
-    tiled = Sample(canvas, np.concatenate(boxes), np.concatenate(labels), masks)
-    out = np.ascontiguousarray(canvas[y0 : y0 + 2 * size, x0 : x0 + 2 * size])
-    b, lab, mk = _paste(out.copy(), tiled, (0, 0, 2 * size, 2 * size), (x0, y0), box_filter)
-    return Sample(out, b, lab, mk)
+    t = Tiles((s3, s3), parts, np.concatenate(boxes), np.concatenate(labels), masks)
+    window = (x0, y0, x0 + 2 * size, y0 + 2 * size)
+    b, lab, mk = _place(t, (0, 0, 2 * size, 2 * size), (x0, y0), box_filter)
+    return Sample(render(t, window), b, lab, mk)
 
 
 def mixup(a: Sample, b: Sample, rng: np.random.Generator, alpha: float = 32.0) -> Sample:

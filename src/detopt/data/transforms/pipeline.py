@@ -109,6 +109,12 @@ class RandomAffine(Transform):
         out = (self.size, self.size) if self.size else None
         return geometric.random_affine(s, rng, out, box_filter=self.filter, **self.kw)
 
+    def on_tiles(self, t: mix.Tiles, rng: np.random.Generator) -> Sample:
+        """:meth:`apply` to a mosaic layout (same draws), rendering only what the warp keeps."""
+        out = (self.size, self.size) if self.size else t.canvas
+        m = geometric.random_affine_matrix(t.canvas, out, rng, **self.kw)
+        return mix.warp_tiles(t, m, out, self.filter)
+
 
 class RandomResizedCrop(Transform):
     name = "random_resized_crop"
@@ -240,13 +246,30 @@ class Mosaic(Transform):
         self.size, self.n = size, n
         self.filter = _filter(min_size, min_visible, max_aspect)
 
-    def apply(self, s, rng, source):
+    def _samples(self, s: Sample, rng: np.random.Generator, source: Source | None) -> list[Sample]:
         src = _need(source, self.name)
         samples = [s, *(src(rng) for _ in range(self.n - 1))]
         order = rng.permutation(self.n)
-        samples = [samples[i] for i in order]
+        return [samples[i] for i in order]
+
+    def apply(self, s, rng, source):
         fn = mix.mosaic4 if self.n == 4 else mix.mosaic9
-        return fn(samples, self.size, rng, self.filter)
+        return fn(self._samples(s, rng, source), self.size, rng, self.filter)
+
+    def then_affine(
+        self, affine: RandomAffine, s: Sample, rng: np.random.Generator, source: Source | None
+    ) -> Sample:
+        """``affine(self(s))`` with the same draws in the same order, but the 4-image mosaic
+        stays a layout (:class:`mix.Tiles`) and only the canvas region the affine samples is
+        made (:func:`mix.warp_tiles`): the 2x canvas is never filled or warped whole."""
+        if self.p < 1.0 and rng.random() >= self.p:
+            return affine(s, rng, source)
+        if self.n != 4:
+            return affine(self.apply(s, rng, source), rng, source)
+        t = mix.mosaic4_tiles(self._samples(s, rng, source), self.size, rng, self.filter)
+        if affine.p < 1.0 and rng.random() >= affine.p:
+            return Sample(mix.render(t), t.boxes, t.labels, t.masks)
+        return affine.on_tiles(t, rng)
 
 
 class MixUp(Transform):
@@ -321,12 +344,18 @@ class Compose:
 
     ``close_mosaic``: for the last N epochs of ``epochs`` (see :meth:`set_epoch`) the mixing
     transforms (mosaic, MixUp, copy-paste) are skipped and the pipeline starts from a letterbox.
+    ``fuse``: a 4-image mosaic directly followed by an affine runs as one step
+    (:meth:`Mosaic.then_affine`: same draws, only the sampled canvas region is made; a pure
+    scale + translation becomes a crop and a resize, the objects following the matrix applied).
     """
 
-    def __init__(self, transforms: Sequence[Transform], size: int, close_mosaic: int = 0) -> None:
+    def __init__(
+        self, transforms: Sequence[Transform], size: int, close_mosaic: int = 0, fuse: bool = True
+    ) -> None:
         self.transforms = list(transforms)
         self.size = size
         self.close_mosaic = close_mosaic
+        self.fuse = fuse
         self.mixing_on = True
         self._letterbox = Letterbox(size)
 
@@ -337,8 +366,12 @@ class Compose:
     def _run(self, s: Sample, rng: np.random.Generator, raw: Source | None, upto: int) -> Sample:
         if not self.mixing_on:
             s = self._letterbox(s, rng)
-        for k, t in enumerate(self.transforms[:upto]):
+        ts = self.transforms[:upto]
+        k = 0
+        while k < len(ts):
+            t = ts[k]
             if t.mixes and not self.mixing_on:
+                k += 1
                 continue
             source = None
             if raw is not None:
@@ -346,7 +379,13 @@ class Compose:
                 def source(r: np.random.Generator, k: int = k) -> Sample:
                     return self._run(raw(r), r, raw, k) if k else raw(r)
 
-            s = t(s, rng, source)
+            nxt = ts[k + 1] if k + 1 < len(ts) else None
+            if self.fuse and isinstance(t, Mosaic) and isinstance(nxt, RandomAffine):
+                s = t.then_affine(nxt, s, rng, source)
+                k += 2
+            else:
+                s = t(s, rng, source)
+                k += 1
         return s
 
     def __call__(self, s: Sample, rng: np.random.Generator, source: Source | None = None) -> Sample:
