@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from detopt.data.transforms._shapes import Polygons, scale_polygon, transform_shapes
-from detopt.data.transforms.geometric import hflip, warp_image, warp_shapes
+from detopt.data.transforms.geometric import _shift, hflip, warp_image, warp_shapes
 from detopt.data.transforms.sample import BoxFilter, Sample
 
 PAD = 114
@@ -62,7 +62,7 @@ def _place(
     clipped to it."""
     x0, y0, x1, y1 = dst
     sx, sy = src
-    m = np.array([[1.0, 0, x0 - sx], [0, 1.0, y0 - sy], [0, 0, 1.0]])
+    m = _shift(x0 - sx, y0 - sy)
     boxes, visible, _, masks = transform_shapes(s.boxes, s.masks, m, (x0, y0, x1, y1))
     keep = box_filter.keep(boxes, visible)
     return boxes[keep], s.labels[keep], [p for p, k in zip(masks, keep, strict=True) if k]
@@ -108,24 +108,21 @@ def warp_tiles(
         y0 = round(-m[1, 2] / m[1, 1])
         crop = render(t, (x0, y0, x0 + w, y0 + h))
         img = crop if (w, h) == (ow, oh) else cv2.resize(crop, (ow, oh), interpolation=interpolation)
-        applied = np.array([[ow / w, 0, -x0 * ow / w], [0, oh / h, -y0 * oh / h], [0, 0, 1.0]])
-        boxes, labels, masks = warp_shapes(t.boxes, t.labels, t.masks, applied, out_size, box_filter)
-        return Sample(img, boxes, labels, masks)
-    inv = np.linalg.inv(m)
-    corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1]], np.float64) @ inv.T
-    if (corners[:, 2] > 0).all():
-        pre = corners[:, :2] / corners[:, 2:]
-        x0 = int(np.clip(np.floor(pre[:, 0].min()) - 2, 0, cw))
-        y0 = int(np.clip(np.floor(pre[:, 1].min()) - 2, 0, ch))
-        x1 = int(np.clip(np.ceil(pre[:, 0].max()) + 2, 0, cw))
-        y1 = int(np.clip(np.ceil(pre[:, 1].max()) + 2, 0, ch))
-    else:  # the preimage is unbounded (strong perspective): the whole canvas
-        x0, y0, x1, y1 = 0, 0, cw, ch
-    if x1 > x0 and y1 > y0:
-        shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
-        img = warp_image(render(t, (x0, y0, x1, y1)), m @ shift, out_size, interpolation)
-    else:  # the output sees none of the canvas
-        img = np.full((oh, ow, 3), PAD, np.uint8)
+        m = np.diag([ow / w, oh / h, 1.0]) @ _shift(-x0, -y0)  # the matrix actually applied
+    else:
+        corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1.0]]) @ np.linalg.inv(m).T
+        if (corners[:, 2] > 0).all():
+            pre = corners[:, :2] / corners[:, 2:]
+            x0 = int(np.clip(np.floor(pre[:, 0].min()) - 2, 0, cw))
+            y0 = int(np.clip(np.floor(pre[:, 1].min()) - 2, 0, ch))
+            x1 = int(np.clip(np.ceil(pre[:, 0].max()) + 2, 0, cw))
+            y1 = int(np.clip(np.ceil(pre[:, 1].max()) + 2, 0, ch))
+        else:  # the preimage is unbounded (strong perspective): the whole canvas
+            x0, y0, x1, y1 = 0, 0, cw, ch
+        if x1 > x0 and y1 > y0:
+            img = warp_image(render(t, (x0, y0, x1, y1)), m @ _shift(x0, y0), out_size, interpolation)
+        else:  # the output sees none of the canvas
+            img = np.full((oh, ow, 3), PAD, np.uint8)
     boxes, labels, masks = warp_shapes(t.boxes, t.labels, t.masks, m, out_size, box_filter)
     return Sample(img, boxes, labels, masks)
 
