@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -96,18 +97,19 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 def _cmd_data_convert(args: argparse.Namespace) -> int:
     """Convert between COCO, YOLO and VOC."""
-    from detopt.data.formats import detect_format, load_dataset, write_dataset
+    from detopt.data.formats import detect_format, load_dataset, read_dataset, write_dataset
 
     fmt, path = detect_format(args.src)
-    ds = load_dataset(
-        args.src, images_dir=args.images, tolerance=args.tolerance, skip_invalid=args.skip_invalid
-    )
-    notes = write_dataset(ds, args.dst, args.to, mode=args.mode, overwrite=args.overwrite, sources=[path])
+    ds = load_dataset(args.src, tolerance=args.tolerance, skip_invalid=args.skip_invalid, **_source_kw(args))
+    notes = write_dataset(ds, args.dst, args.to, mode=args.mode, overwrite=args.overwrite, sources=[path],
+                          skip_invalid=args.skip_invalid, max_pixels=args.max_pixels)
     for n in notes:
         print(f"note: {n}")
+    # count what was written (and nothing else); --link writes symlinks to the source's files
+    out, _, _ = read_dataset(args.dst, allow_outside_root=args.mode == "link")
     print(
-        f"wrote {args.dst} ({args.to}): {ds.num_images} images, {ds.num_boxes} boxes, "
-        f"{len(ds.names)} classes "
+        f"wrote {args.dst} ({args.to}): {out.num_images} images, {out.num_boxes} boxes, "
+        f"{len(out.names)} classes "
         f"from {fmt} {args.src} ({'symlinked' if args.mode == 'link' else 'copied'} images)"
     )
     return 0
@@ -118,7 +120,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     from detopt.data.validate import validate_dataset
 
     try:
-        report = validate_dataset(args.src, images_dir=args.images, tolerance=args.tolerance)
+        report = validate_dataset(args.src, tolerance=args.tolerance, **_source_kw(args))
     except DetoptError:
         raise
     except Exception as e:  # validate promises a report, never a traceback
@@ -152,7 +154,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     from detopt.data.formats import load_dataset
     from detopt.data.stats import dataset_stats, save_stats_plots
 
-    ds = load_dataset(args.src, images_dir=args.images, skip_invalid=args.skip_invalid)
+    ds = load_dataset(args.src, skip_invalid=args.skip_invalid, **_source_kw(args))
     st = dataset_stats(ds)
     for line in st.lines():
         print(line)
@@ -166,18 +168,20 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
     """Pool every split and split again (stratified by class presence)."""
-    from detopt.data.formats import detect_format, load_dataset, write_dataset
+    from detopt.data.formats import detect_format, load_dataset, read_dataset, write_dataset
     from detopt.data.split import split_dataset
 
     fmt, path = detect_format(args.src)
-    ds = load_dataset(args.src, images_dir=args.images, skip_invalid=args.skip_invalid)
+    ds = load_dataset(args.src, skip_invalid=args.skip_invalid, **_source_kw(args))
     out = split_dataset(ds, val=args.val, seed=args.seed)
     notes = write_dataset(
-        out, args.dst, args.to or fmt, mode=args.mode, overwrite=args.overwrite, sources=[path]
+        out, args.dst, args.to or fmt, mode=args.mode, overwrite=args.overwrite, sources=[path],
+        skip_invalid=args.skip_invalid, max_pixels=args.max_pixels,
     )
+    out, _, _ = read_dataset(args.dst, allow_outside_root=args.mode == "link")  # what was written
     for n in notes:
         print(f"note: {n}")
-    tr, va = out.splits["train"], out.splits["val"]
+    tr, va = out.splits.get("train", []), out.splits.get("val", [])
     print(f"{'class':<20} {'train':>7} {'val':>7} {'val %':>6}  (images containing the class)")
     for k, name in enumerate(out.names):
         a = sum(bool((r.labels == k).any()) for r in tr)
@@ -194,7 +198,7 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     from detopt.data.preview import preview_grid, save_preview
     from detopt.data.transforms.pipeline import build_pipeline, default_pipeline
 
-    ds = load_dataset(args.src, images_dir=args.images, skip_invalid=args.skip_invalid)
+    ds = load_dataset(args.src, skip_invalid=args.skip_invalid, **_source_kw(args))
     records = ds.splits[args.split] if args.split in ds.splits else ds.all_records()
     if not records:
         raise DetoptError(f"{args.src}: no images to preview")
@@ -202,7 +206,9 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
         pipe = build_pipeline(args.pipeline, size=args.imgsz)
     else:
         pipe = default_pipeline(args.imgsz or 320)
-    data = DetectionDataset(records, img_size=pipe.size, pipeline=pipe, seed=args.seed)
+    data = DetectionDataset(
+        records, img_size=pipe.size, pipeline=pipe, seed=args.seed, max_pixels=args.max_pixels
+    )
     path = save_preview(preview_grid(data, ds.names, args.n, args.seed), args.out)
     print(f"wrote {path} ({args.n} samples, {len(pipe.transforms)} transforms, {pipe.size} px)")
     return 0
@@ -213,7 +219,7 @@ def _cmd_anchors(args: argparse.Namespace) -> int:
     from detopt.anchors import euclidean_kmeans_anchors, kmeans_anchors, normalized_wh
     from detopt.data.formats import load_dataset
 
-    ds = load_dataset(args.data, images_dir=args.images, skip_invalid=args.skip_invalid)
+    ds = load_dataset(args.data, skip_invalid=args.skip_invalid, **_source_kw(args))
     split = "train" if "train" in ds.splits else None
     records = ds.splits[split] if split else ds.all_records()
     wh = normalized_wh(records)
@@ -240,6 +246,71 @@ def _cmd_anchors(args: argparse.Namespace) -> int:
 
         print(f"wrote {save_anchor_plot(wh * args.imgsz, [ours, base], args.plot)}")
     return 0
+
+
+def _images_arg(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--images DIR`` (every split) or ``--images train=DIR val=DIR`` (per split)."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    out: dict[str, str] = {}
+    for v in values:
+        split, sep, folder = v.partition("=")
+        if not sep or not split or not folder:
+            raise DetoptInputError(
+                f"--images: expected one folder or SPLIT=DIR pairs (train=DIR val=DIR), got {v!r}"
+            )
+        if split in out:
+            raise DetoptInputError(f"--images: split {split!r} given twice")
+        out[split] = folder
+    return out
+
+
+def _source_kw(args: argparse.Namespace) -> dict:
+    """What every data-set reader takes from the command line (see ``_add_source_opts``)."""
+    return {
+        "images_dir": _images_arg(args.images),
+        "allow_outside_root": args.allow_outside_root,
+        "max_pixels": args.max_pixels,
+    }
+
+
+def _max_pixels(text: str) -> int | None:
+    if text.strip().lower() in ("none", "0"):
+        return None
+    return _int_at_least(1)(text)
+
+
+def _add_source_opts(p: argparse.ArgumentParser, skip_invalid: bool = True) -> None:
+    """The options of every command that reads a data set."""
+    from detopt.data.image_io import DEFAULT_MAX_PIXELS
+
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="DIR",
+        help="COCO: the folder file_names are relative to, for every split (DIR) or per split "
+        "(train=DIR val=DIR); default: found from the layout",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image/label paths that resolve outside the data set's root (default: a defect)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"larger images (read from the header) are a too_large defect, never decoded "
+        f"(default {DEFAULT_MAX_PIXELS}, like PIL; 'none' for no limit)",
+    )
+    if skip_invalid:
+        p.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="leave defective images out (counted) instead of stopping",
+        )
 
 
 def _write_json(out: Path, doc: dict) -> None:
@@ -286,11 +357,6 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     )
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
-    def images_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--images", help="COCO: folder the file_names are relative to (default: found next to the json)"
-        )
-
     def out_opts(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()
         g.add_argument(
@@ -299,11 +365,6 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--link", dest="mode", action="store_const", const="link", help="symlink images")
         p.set_defaults(mode="copy")
         p.add_argument("--overwrite", action="store_true", help="replace DST when it exists and is not empty")
-        p.add_argument(
-            "--skip-invalid",
-            action="store_true",
-            help="leave defective images out (counted) instead of stopping",
-        )
 
     sy = dsub.add_parser(
         "synth",
@@ -337,7 +398,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="pixels a box may pass the image border (it is clipped; default 1)",
     )
-    images_opts(cv)
+    _add_source_opts(cv)
     out_opts(cv)
     cv.set_defaults(func=_cmd_data_convert)
 
@@ -355,7 +416,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         help="pixels a box may pass the image border (default 1)",
     )
     va.add_argument("--json", help="also write the report here")
-    images_opts(va)
+    _add_source_opts(va, skip_invalid=False)
     va.set_defaults(func=_cmd_data_validate)
 
     st = dsub.add_parser("stats", help="class balance, box sizes, aspect ratios (+ plots)")
@@ -364,8 +425,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         "--plots", help="write classes.png, boxes_per_image.png, sizes.png, aspect_ratios.png here"
     )
     st.add_argument("--json", help="also write the statistics here")
-    st.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
-    images_opts(st)
+    _add_source_opts(st)
     st.set_defaults(func=_cmd_data_stats)
 
     sp = dsub.add_parser(
@@ -378,7 +438,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--val", type=_unit_interval, default=0.2, help="validation fraction (default 0.2)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--to", choices=FORMATS, help="output format (default: that of SRC)")
-    images_opts(sp)
+    _add_source_opts(sp)
     out_opts(sp)
     sp.set_defaults(func=_cmd_data_split)
 
@@ -397,8 +457,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     )
     pv.add_argument("--split", default="train", help="split to sample (default train; all when absent)")
     pv.add_argument("--seed", type=int, default=0)
-    pv.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
-    images_opts(pv)
+    _add_source_opts(pv)
     pv.set_defaults(func=_cmd_data_preview)
 
 
@@ -431,15 +490,19 @@ def _coco_iou(text: str) -> float:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train a detector (or resume a run) and print the final metrics."""
     from detopt.config import TrainConfig, build_config, load_config, parse_overrides
+    from detopt.data.image_io import DEFAULT_MAX_PIXELS
     from detopt.engine import Trainer
 
     overrides = parse_overrides(args.overrides)
     flags = {k: v for k, v in {
-        "data": args.data, "images": args.images, "model": args.model, "imgsz": args.imgsz,
+        "data": args.data, "images": _images_arg(args.images), "model": args.model, "imgsz": args.imgsz,
         "epochs": args.epochs, "time": args.time, "batch": args.batch, "out": args.out,
         "workers": args.workers, "device": args.device, "seed": args.seed,
         "skip_invalid": True if args.skip_invalid else None,
+        "allow_outside_root": True if args.allow_outside_root else None,
     }.items() if v is not None}
+    if args.max_pixels != DEFAULT_MAX_PIXELS:
+        flags["max_pixels"] = args.max_pixels
     if args.resume:
         trainer = Trainer.resume(args.resume, **(flags | overrides))
         if trainer.start_epoch >= trainer.epochs:
@@ -479,6 +542,39 @@ def _postprocessor_from_args(model, args: argparse.Namespace):
                          iou_thr=args.iou, max_det=args.max_det)
 
 
+def label_map_by_name(
+    weights_names: list[str], weights_ids: list[int], data_names: list[str], data_ids: list[int],
+    remap: bool, where: str,
+) -> list[int]:
+    """The data set's category id of each of the weights' labels.
+
+    Equal class lists (names and ids) map as they are; otherwise ``remap`` matches by name.
+
+    Raises:
+        DetoptInputError: the lists differ and not ``remap``; or a name is missing on either side.
+    """
+    if list(weights_names) == list(data_names) and list(weights_ids) == list(data_ids):
+        return list(data_ids)
+
+    def show(names: list[str], ids: list[int]) -> str:
+        text = ", ".join(f"{i}:{n}" for i, n in zip(ids, names, strict=True))
+        return text if len(text) <= 160 else text[:160] + " ..."
+
+    if not remap:
+        raise DetoptInputError(
+            f"{where}: its classes (id:name) {show(data_names, data_ids)} differ from the weights' "
+            f"{show(weights_names, weights_ids)}; pass --remap to match them by name"
+        )
+    missing = sorted(set(weights_names) ^ set(data_names))
+    if missing:
+        raise DetoptInputError(
+            f"{where}: --remap matches classes by name, but {', '.join(map(repr, missing[:10]))} "
+            "are only on one side (weights or data set)"
+        )
+    by_name = dict(zip(data_names, data_ids, strict=True))
+    return [by_name[n] for n in weights_names]
+
+
 def _cmd_val(args: argparse.Namespace) -> int:
     """Evaluate trained weights on a split: COCO metrics, per-class table, JSON, plots."""
     from detopt.data.dataset import dataset_from_source
@@ -486,14 +582,15 @@ def _cmd_val(args: argparse.Namespace) -> int:
     from detopt.engine.trainer import resolve_device
     from detopt.inference import load_weights
 
-    model, names, imgsz = load_weights(args.weights)
-    imgsz = args.imgsz or imgsz or 640
-    ds, data_names = dataset_from_source(args.data, args.split, imgsz, images_dir=args.images,
-                                         skip_invalid=args.skip_invalid)
-    if len(data_names) != len(names):
-        raise DetoptInputError(f"{args.data}: {len(data_names)} classes, the weights have {len(names)}")
-    result, preds, _ = evaluate_detector(model, ds, names, _postprocessor_from_args(model, args),
-                                         resolve_device(args.device), batch_size=args.batch)
+    w = load_weights(args.weights)
+    imgsz = args.imgsz or w.img_size or 640
+    ds, data_names = dataset_from_source(args.data, args.split, imgsz, skip_invalid=args.skip_invalid,
+                                         **_source_kw(args))
+    data_ids = ds.category_ids or list(range(1, len(data_names) + 1))
+    pred_ids = label_map_by_name(w.names, w.category_ids, data_names, data_ids, args.remap, args.data)
+    result, preds, _ = evaluate_detector(w.model, ds, data_names, _postprocessor_from_args(w.model, args),
+                                         resolve_device(args.device), batch_size=args.batch,
+                                         category_ids=data_ids, pred_category_ids=pred_ids)
     result.summary()
     print()
     print(result.per_class_table())
@@ -513,9 +610,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from detopt.engine.trainer import resolve_device
     from detopt.inference import Predictor, load_weights
 
-    model, names, imgsz = load_weights(args.weights)
-    pred = Predictor(model, names, args.imgsz or imgsz or 640, _postprocessor_from_args(model, args),
-                     resolve_device(args.device), batch_size=args.batch)
+    w = load_weights(args.weights)
+    pred = Predictor(w.model, w.names, args.imgsz or w.img_size or 640,
+                     _postprocessor_from_args(w.model, args), resolve_device(args.device),
+                     batch_size=args.batch, category_ids=w.category_ids)
     records = pred.predict_to(args.source, args.out)
     n_img = len({r["file_name"] for r in records})
     drawn = f"; drawn into {args.out}" if args.out else ""
@@ -609,8 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--plot", help="write the (w, h) scatter of boxes and anchors to this PNG")
     an.add_argument("--json", help="also write both fits here")
-    an.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
-    an.add_argument("--images", help="COCO: folder the file_names are relative to")
+    _add_source_opts(an)
     an.set_defaults(func=_cmd_anchors)
 
     tr = sub.add_parser(
@@ -621,7 +718,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     tr.add_argument("--data", help="data.yaml, COCO json or VOC root")
-    tr.add_argument("--images", help="COCO: folder the file_names are relative to")
     tr.add_argument("--config", help="a YAML of config keys (flags and overrides win)")
     tr.add_argument("--model", help="registered model name (default yolo-n; see detopt.models.list_models)")
     tr.add_argument("--imgsz", type=_int_at_least(32), help="input size (default 320)")
@@ -634,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) exactly")
-    tr.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
+    _add_source_opts(tr)
     tr.set_defaults(func=_cmd_train)
 
     def add_post(p: argparse.ArgumentParser, conf: float) -> None:
@@ -650,11 +746,15 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
     add_post(va, 0.001)
     va.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
-    va.add_argument("--images", help="COCO: folder the file_names are relative to")
     va.add_argument("--split", default="val")
     va.add_argument("--save-json", help="write the predictions (COCO results + file_name) here")
     va.add_argument("--plots", help="write PR, F1 and confusion-matrix plots here")
-    va.add_argument("--skip-invalid", action="store_true", help="leave defective images out (counted)")
+    va.add_argument(
+        "--remap",
+        action="store_true",
+        help="the data set's classes are the weights' in another order or with other ids: match by name",
+    )
+    _add_source_opts(va)
     va.set_defaults(func=_cmd_val)
 
     pr = sub.add_parser("predict", help="detect objects in images: drawn PNGs and JSON")
@@ -693,6 +793,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintHandler(logging.Handler):
+    """Prints detopt's INFO messages (how a data set was read) to the current ``sys.stdout``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"data: {record.getMessage()}" if record.name == "detopt.data" else record.getMessage())
+
+
+def _print_library_messages() -> None:
+    from detopt.data.formats._common import forget_announcements
+
+    forget_announcements()  # each command says once how it read its data set
+    logger = logging.getLogger("detopt")
+    if not any(isinstance(h, _PrintHandler) for h in logger.handlers):
+        logger.addHandler(_PrintHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -700,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _print_library_messages()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -39,7 +39,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     data: str
-    images: str | None = None
+    images: str | dict[str, str] | None = Field(
+        None, description="COCO image folder for every split, or split -> folder"
+    )
+    allow_outside_root: bool = Field(False, description="accept data-set paths outside its root")
+    max_pixels: int | None = Field(89_478_485, ge=1, description="largest image decoded (pixels)")
     out: str = "runs/train"
     model: str = "yolo-n"
     p2: bool = False

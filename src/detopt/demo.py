@@ -337,6 +337,7 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     # predictions drawn on evenly spaced validation images
     k = 4 if cfg.quick else 8
     picks = np.unique(np.linspace(0, len(cands) - 1, k).round().astype(int))
+    label_of = {c["id"]: k for k, c in enumerate(cands.gt["categories"])}
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in cands.gt["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
@@ -349,7 +350,7 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
         gb = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64).reshape(
             -1, 4
         )
-        gl = np.array([a["category_id"] - 1 for a in anns], np.int64)
+        gl = np.array([label_of[a["category_id"]] for a in anns], np.int64)
         tp, hit = image_outcomes(db, ds_, dl, gb, gl, 0.5)
         tp_n, fp_n, miss_n = tp_n + int(tp.sum()), fp_n + int((~tp).sum()), miss_n + int((~hit).sum())
         tiles.append(draw_outcomes(decode_image(ctx.val_paths[i]), db, ds_, dl, tp, gb, gl, hit, names))

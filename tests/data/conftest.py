@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,26 @@ def write_image(path: Path, w: int, h: int, value: int = 90) -> Path:
     ok, buf = cv2.imencode(path.suffix or ".png", np.full((h, w, 3), value, np.uint8))
     assert ok
     buf.tofile(path)
+    return path
+
+
+def write_huge_png(path: Path, w: int, h: int) -> Path:
+    """A valid grey PNG of ``w x h`` black pixels, streamed (a 20 000 x 20 000 image is ~0.4 MB on
+    disk and 400 MB decoded: a decompression bomb), without ever holding the pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (w + 1)  # filter byte + pixels
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detopt.data.formats import detect_format, load_dataset, read_dataset, write_dataset
+from detopt.data.formats._common import place_image
 from detopt.data.formats.yolo import label_path
 from detopt.errors import DetoptDataError
 from detopt.structures.records import DatasetRecords, ImageRecord
@@ -205,16 +206,33 @@ def test_writers_never_overwrite_nor_write_inside_the_source(tiny_coco, tmp_path
     assert not (out / "keep.txt").exists() and (out / "data.yaml").exists()
 
 
-def test_link_mode_and_failed_write_leaves_nothing(tiny_coco, tmp_path):
+def test_link_mode_and_failed_write_leaves_nothing(tiny_coco, tmp_path, monkeypatch):
     ds, _, _ = read_dataset(tiny_coco)
     write_dataset(ds, tmp_path / "linked", "voc", mode="link")
     imgs = list((tmp_path / "linked" / "JPEGImages").iterdir())
     assert imgs and all(p.is_symlink() and p.resolve().is_file() for p in imgs)
+    # the links point outside the new data set: reading it back needs allow_outside_root
+    _, defects, _ = read_dataset(tmp_path / "linked")
+    assert {d.kind for d in defects} == {"outside_root"} and len(defects) == len(imgs)
+    again, defects, _ = read_dataset(tmp_path / "linked", allow_outside_root=True)
+    assert not defects and again.num_images == ds.num_images
     bad = DatasetRecords(
         ds.names, {"train": [*ds.splits["train"], ImageRecord(tmp_path / "elsewhere" / "gone.jpg", 5, 5)]}
     )
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DetoptDataError, match="missing_image"):  # checked before anything is written
         write_dataset(bad, tmp_path / "partial", "coco")
+    assert not (tmp_path / "partial").exists()
+    calls = []
+
+    def fail_second(src, dst, mode):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        place_image(src, dst, mode)
+
+    monkeypatch.setattr("detopt.data.formats.coco.place_image", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(ds, tmp_path / "partial", "coco")
     assert not (tmp_path / "partial").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 

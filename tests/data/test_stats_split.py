@@ -104,20 +104,20 @@ def test_data_commands_end_to_end(synth_dir, tmp_path, capsys):
         "sizes.png",
     ]
     assert main(["data", "split", str(synth_dir), str(tmp_path / "split"), "--val", "0.3", "--link"]) == 0
-    ds, defects, fmt = read_dataset(tmp_path / "split")
+    _, defects, _ = read_dataset(tmp_path / "split")  # --link: every image lies in the source
+    assert defects and {d.kind for d in defects} == {"outside_root"}
+    ds, defects, fmt = read_dataset(tmp_path / "split", allow_outside_root=True)
     assert fmt == "yolo" and not defects and list(ds.splits) == ["train", "val"]
     n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
     assert n_train + n_val == 50 and abs(n_val - 15) <= 1  # class balance may cost one image of size
-    assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 0
+    convert = ["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]
+    capsys.readouterr()
+    assert main(convert) == 2 and "outside_root" in capsys.readouterr().err
+    assert main([*convert, "--allow-outside-root"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert main(["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc"]) == 2
+    assert main([*convert, "--allow-outside-root"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (
-        main(
-            ["data", "convert", str(tmp_path / "split"), str(tmp_path / "voc"), "--to", "voc", "--overwrite"]
-        )
-        == 0
-    )
+    assert main([*convert, "--allow-outside-root", "--overwrite"]) == 0
     assert (
         main(
             [

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from detopt.cli import main
 from detopt.data.defects import DEFECT_KINDS
 from detopt.data.validate import validate_dataset
-from tests.data.conftest import write_image
+from tests.data.conftest import write_huge_png, write_image
 
 # label text -> (kind, line) of the one defect it holds
 YOLO_BAD_LABELS = {
@@ -122,6 +122,8 @@ def bad_coco(tmp_path) -> tuple[Path, set[tuple[str, str, int | None]]]:
     root = tmp_path / "coco"
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg"):
         _jpeg(root / "img" / name)
+    _jpeg(tmp_path / "outside.jpg")
+    write_huge_png(root / "img" / "h.png", 10_000, 9_000)  # 90 MP > PIL's 89.5 MP
     images = [
         {"id": 1, "file_name": "img/a.jpg", "width": 40, "height": 30},
         {"id": 2, "file_name": "img/b.jpg", "width": 40, "height": 30},
@@ -131,6 +133,8 @@ def bad_coco(tmp_path) -> tuple[Path, set[tuple[str, str, int | None]]]:
         {"id": 6, "file_name": "img/e.jpg", "width": 40, "height": 30},
         {"id": 7, "file_name": "img/f.jpg", "width": 40, "height": 30},
         {"id": 8, "file_name": "img/g.jpg", "width": 40, "height": 30},
+        {"id": 9, "file_name": "../outside.jpg", "width": 40, "height": 30},  # outside the root
+        {"id": 10, "file_name": "img/h.png", "width": 40, "height": 30},  # too large (header)
     ]
     anns = [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
@@ -151,6 +155,8 @@ def bad_coco(tmp_path) -> tuple[Path, set[tuple[str, str, int | None]]]:
         ("class_out_of_range", "train.json", None),
         ("not_a_number", "train.json", None),
         ("non_finite", "train.json", None),
+        ("outside_root", "train.json", None),
+        ("too_large", "h.png", None),
     }
     return root / "train.json", expected
 
@@ -169,9 +175,11 @@ def test_coco_corpus_every_defect_named(bad_coco):
         "image_id 77 is not among",
         "non-number",
         "non-finite",
+        f"images[8] (id 9): {path.parent / '../outside.jpg'} resolves to {path.parent.parent / 'outside.jpg'}",
+        "10000x9000 = 90.0 megapixels, more than the limit of 89.5",
     ]:
         assert needle in msgs
-    assert len(report.defects) == 8  # two missing_image: a file and an image_id
+    assert len(report.defects) == 10  # two missing_image: a file and an image_id
 
 
 def test_malformed_files_are_reported_not_raised(tmp_path):

@@ -11,14 +11,14 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detopt.data.defects import Defect, count_by_kind, refuse_or_warn
-from detopt.data.image_io import check_image, decode_image
+from detopt.data.image_io import DEFAULT_MAX_PIXELS, check_images, decode_image
 from detopt.data.transforms._shapes import scale_polygon
 from detopt.data.transforms.letterbox import (
     LetterboxMeta,
@@ -31,6 +31,9 @@ from detopt.data.transforms.pipeline import Compose
 from detopt.data.transforms.sample import Sample
 from detopt.errors import DetoptDataError
 from detopt.structures.records import ImageRecord
+
+if TYPE_CHECKING:
+    from detopt.data.formats import ImagesDir
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """``(image uint8 [S, S, 3], boxes float32 [N, 4] xyxy, labels int64 [N]) -> the same``."""
@@ -51,6 +54,9 @@ class DetectionDataset(Dataset):
         seed: the pipeline's seed.
         pad_value: grey level of the padding.
         scaleup: also enlarge images smaller than ``img_size`` (else only pad them).
+        max_pixels: an image above this many pixels (read from its header) is never decoded.
+        category_ids: the data set's category id of each label (what prediction records carry);
+            None: ``label + 1``.
 
     An item is a dict: ``image`` ``uint8 [3, S, S]`` RGB, ``boxes`` ``float32 [N, 4]`` xyxy in it,
     ``labels`` ``int64 [N]``, ``crowd`` ``bool [N]``, ``index``, ``path``, ``orig_size`` (h, w) and
@@ -67,6 +73,8 @@ class DetectionDataset(Dataset):
         scaleup: bool = True,
         pipeline: Compose | None = None,
         seed: int = 0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        category_ids: list[int] | None = None,
     ) -> None:
         if img_size < 1:
             raise ValueError(f"img_size must be >= 1, got {img_size}")
@@ -78,6 +86,8 @@ class DetectionDataset(Dataset):
         self.epoch = 0
         self.pad_value = int(pad_value)
         self.scaleup = scaleup
+        self.max_pixels = max_pixels
+        self.category_ids = None if category_ids is None else list(category_ids)
         self.skipped: dict[str, int] = {}
         self._cache: list[np.ndarray | None] | None = None
         if cache:
@@ -91,7 +101,7 @@ class DetectionDataset(Dataset):
 
     def _load_resized(self, i: int) -> tuple[np.ndarray, LetterboxMeta, tuple[int, int]]:
         r = self.records[i]
-        img = decode_image(r.path)
+        img = decode_image(r.path, max_pixels=self.max_pixels)
         h, w = img.shape[:2]
         if (w, h) != (r.width, r.height):
             raise DetoptDataError(
@@ -169,9 +179,13 @@ class DetectionDataset(Dataset):
 
 
 def check_records(
-    records: list[ImageRecord], skip_invalid: bool = False, workers: int | None = None, what: str = "data set"
+    records: list[ImageRecord],
+    skip_invalid: bool = False,
+    workers: int | None = None,
+    what: str = "data set",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[ImageRecord], list[Defect]]:
-    """Decode every image once (empty, truncated, non-image, wrong size) before training.
+    """Decode every image once (empty, truncated, non-image, too large, wrong size) before training.
 
     Returns:
         (the records to use, the defects found: the caller reports them).
@@ -179,9 +193,7 @@ def check_records(
     Raises:
         DetoptDataError: a defect and not ``skip_invalid``.
     """
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda r: check_image(r.path, r.width, r.height), records))
-    defects = [d for _, found in results for d in found if d.kind != "exif_rotation"]
+    defects = check_images(records, max_pixels=max_pixels, workers=workers)
     bad = {d.image for d in defects}
     if defects and not skip_invalid:
         refuse_or_warn(what, defects, skip_invalid=False, kept=0)
@@ -253,26 +265,33 @@ def dataset_from_source(
     src: str | Path,
     split: str,
     img_size: int = 640,
-    images_dir: str | Path | None = None,
+    images_dir: ImagesDir = None,
     skip_invalid: bool = False,
     cache: bool = False,
     transform: Transform | None = None,
     check_images: bool = True,
     pipeline: Compose | None = None,
     seed: int = 0,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[DetectionDataset, list[str]]:
     """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split.
 
     Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
     defective images are left out and counted (by kind) in ``dataset.skipped`` and a warning.
     ``pipeline`` and ``seed``: the augmentation of a training split (see :class:`DetectionDataset`).
+    ``images_dir``, ``allow_outside_root``, ``max_pixels``: see
+    :func:`~detopt.data.formats.read_dataset`. ``dataset.category_ids`` holds the data set's own
+    category ids (what prediction records carry).
 
     Returns:
         (dataset, class names).
     """
     from detopt.data.formats import read_dataset
 
-    ds, defects, _ = read_dataset(src, images_dir=images_dir)
+    ds, defects, _ = read_dataset(
+        src, images_dir=images_dir, allow_outside_root=allow_outside_root, max_pixels=max_pixels
+    )
     if split not in ds.splits:
         raise DetoptDataError(f"{src}: no split {split!r} (has {', '.join(ds.splits) or 'none'})")
     # a defect anywhere stops it (train and val are read together); reader defects stop before decoding
@@ -280,10 +299,13 @@ def dataset_from_source(
         refuse_or_warn(str(src), defects, skip_invalid=False, kept=0)
     records = ds.splits[split]
     if check_images:
-        records, decode_defects = check_records(records, skip_invalid=skip_invalid, what=f"{src} [{split}]")
+        records, decode_defects = check_records(
+            records, skip_invalid=skip_invalid, what=f"{src} [{split}]", max_pixels=max_pixels
+        )
         defects = defects + decode_defects
     dataset = DetectionDataset(
-        records, img_size=img_size, cache=cache, transform=transform, pipeline=pipeline, seed=seed
+        records, img_size=img_size, cache=cache, transform=transform, pipeline=pipeline, seed=seed,
+        max_pixels=max_pixels, category_ids=ds.coco_category_ids(),
     )
     dataset.skipped = count_by_kind(defects)
     refuse_or_warn(f"{src} [{split}]", defects, skip_invalid=True, kept=len(records))

@@ -30,7 +30,13 @@ DEFECT_KINDS: dict[str, str] = {
     "unreadable_image": "an empty, truncated or non-image file",
     "size_mismatch": "an image whose declared size differs from its decoded size",
     "exif_rotation": "an image whose EXIF orientation rotates or flips it (labels become ambiguous)",
+    "outside_root": "a path (image, label, split entry) that resolves outside the data set's root",
+    "too_large": "an image with more pixels than the limit (read from its header; never decoded)",
 }
+
+# Defects after which an image file must not be read again (missing, not an image, too large to
+# decode, or outside the data set).
+UNTOUCHABLE = frozenset({"missing_image", "unreadable_image", "outside_root", "too_large"})
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm", ".jp2"}
@@ -62,6 +68,42 @@ class Defect:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}"
         return f"{where}: {self.kind}: {self.message}"
+
+
+def inside_root(path: Path, root: Path, allow_outside: bool = False) -> str | None:
+    """Why ``path`` may not be used, or None when it lies inside ``root``.
+
+    Both are resolved (``..``, absolute paths, symlinks, as far as they exist) before comparing;
+    with ``allow_outside`` every path is accepted. Nothing is opened.
+    """
+    if allow_outside:
+        return None
+    try:
+        resolved, base = Path(path).resolve(), Path(root).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # symlink loops, NUL bytes
+        return f"{path} cannot be resolved ({type(e).__name__}: {e})"
+    if resolved == base or base in resolved.parents:
+        return None
+    return (
+        f"{path} resolves to {resolved}, outside the data set root {base} "
+        "(pass --allow-outside-root to accept it)"
+    )
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False for any path the system refuses (too long, NUL bytes, loops)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False for any path the system refuses."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def count_by_kind(defects: list[Defect]) -> dict[str, int]:

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detopt.data.defects import DEFECT_KINDS, Defect, count_by_kind
-from detopt.data.formats import read_dataset
-from detopt.data.image_io import check_image
+from detopt.data.defects import DEFECT_KINDS, UNTOUCHABLE, Defect, count_by_kind
+from detopt.data.formats import ImagesDir, read_dataset
+from detopt.data.image_io import DEFAULT_MAX_PIXELS, check_image
 from detopt.errors import DetoptDataError
 from detopt.structures.records import DatasetRecords
 
@@ -68,7 +68,12 @@ class ValidationReport:
 
 
 def validate_dataset(
-    src: str | Path, images_dir: str | Path | None = None, tolerance: float = 1.0, workers: int | None = None
+    src: str | Path,
+    images_dir: ImagesDir = None,
+    tolerance: float = 1.0,
+    workers: int | None = None,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ValidationReport:
     """Read a data set, decode every image and collect every defect.
 
@@ -78,16 +83,21 @@ def validate_dataset(
 
     Args:
         src: anything :func:`~detopt.data.formats.read_dataset` reads.
-        images_dir: COCO only: the folder ``file_name``s are relative to.
+        images_dir: COCO only: the folder ``file_name``s are relative to (one, or split → folder).
         tolerance: how far (px) a box may pass the image border.
         workers: decoding threads (default: all cores).
+        allow_outside_root: accept paths outside the data set's root (default: ``outside_root``).
+        max_pixels: larger images are ``too_large`` (from the header) and never decoded.
 
     Raises:
         DetoptDataError: ``src`` does not exist or is no data set at all.
     """
     src = Path(src)
     try:
-        ds, defects, fmt_name = read_dataset(src, images_dir=images_dir, tolerance=tolerance)
+        ds, defects, fmt_name = read_dataset(
+            src, images_dir=images_dir, tolerance=tolerance, allow_outside_root=allow_outside_root,
+            max_pixels=max_pixels,
+        )
     except DetoptDataError as e:
         if not e.defects:
             raise
@@ -95,6 +105,7 @@ def validate_dataset(
     report = ValidationReport(source=src, format=fmt_name, defects=list(defects))
     _check_split_overlap(ds, report)
     clean_paths = {r.path for r in ds.all_records()}
+    untouchable = {d.image for d in defects if d.kind in UNTOUCHABLE}
     declared = {r.path: (r.width, r.height) for r in ds.all_records()}
     other = sorted(
         {
@@ -102,14 +113,17 @@ def validate_dataset(
             for d in defects
             if d.image is not None
             and d.image not in clean_paths
-            and d.kind not in ("missing_image", "unreadable_image")
+            and d.kind not in UNTOUCHABLE
+            and d.image not in untouchable
             and d.image.is_file()
         }
     )
     todo = sorted(clean_paths) + other
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = list(
-            pool.map(lambda p: check_image(p, *declared.get(p, (None, None)), declared_in=None), todo)
+            pool.map(
+                lambda p: check_image(p, *declared.get(p, (None, None)), max_pixels=max_pixels), todo
+            )
         )
     bad_images = {d.image for d in report.defects if d.image is not None}
     for _, found in results:

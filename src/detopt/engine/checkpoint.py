@@ -64,8 +64,19 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, use_ema: bool = Tru
     return model.eval()
 
 
+def checkpoint_category_ids(ckpt: dict[str, Any]) -> list[int]:
+    """The data set category id of each label a checkpoint was trained with (``1..K`` for
+    checkpoints written before ids were recorded, and for sources without ids)."""
+    names = list(ckpt.get("names", []))
+    ids = ckpt.get("category_ids")
+    if ids is None:
+        return list(range(1, len(names) + 1))
+    return [int(i) for i in ids]
+
+
 def export_safetensors(ckpt: dict[str, Any] | str | Path, path: str | Path, use_ema: bool = True) -> Path:
-    """Write the (EMA) weights as safetensors, with the model spec and class names as metadata."""
+    """Write the (EMA) weights as safetensors, with the model spec, class names and category ids as
+    metadata."""
     import json
 
     from safetensors.torch import save_file
@@ -73,13 +84,25 @@ def export_safetensors(ckpt: dict[str, Any] | str | Path, path: str | Path, use_
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    meta = {"spec": json.dumps(ckpt["spec"]), "names": json.dumps(list(ckpt.get("names", [])))}
+    meta = {
+        "spec": json.dumps(ckpt["spec"]),
+        "names": json.dumps(list(ckpt.get("names", []))),
+        "category_ids": json.dumps(checkpoint_category_ids(ckpt)),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def load_safetensors(path: str | Path) -> tuple[nn.Module, list[str]]:

@@ -127,7 +127,10 @@ class Trainer:
             cache=cfg.cache,
             pipeline=pipeline,
             seed=cfg.seed,
+            allow_outside_root=cfg.allow_outside_root,
+            max_pixels=cfg.max_pixels,
         )
+        self.category_ids: list[int] = list(self.train_set.category_ids or range(1, len(self.names) + 1))
         if len(self.train_set) == 0:
             raise DetoptInputError(f"{cfg.data}: the train split has no images")
         self.val_set = None
@@ -139,6 +142,8 @@ class Trainer:
                 images_dir=cfg.images,
                 skip_invalid=cfg.skip_invalid,
                 cache=cfg.cache,
+                allow_outside_root=cfg.allow_outside_root,
+                max_pixels=cfg.max_pixels,
             )
 
         self.model = create_model(cfg.model, len(self.names), p2=cfg.p2, img_size=cfg.imgsz).to(self.device)
@@ -237,6 +242,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state()},
             "spec": dict(self.model.spec),
             "names": list(self.names),
+            "category_ids": list(self.category_ids),
             "config": self.cfg.model_dump(mode="json"),
             "best_fitness": self.best_fitness,
             "bad_steps": self.bad_steps,

@@ -69,13 +69,21 @@ def file_names(paths: list[Path]) -> list[str]:
     return [os.path.relpath(p, root) for p in paths]
 
 
-def coco_records(dets: Detections, image_id: int, file_name: str) -> list[dict[str, Any]]:
-    """COCO results records (``category_id = label + 1``, bbox ``[x, y, w, h]``) plus ``file_name``."""
+def coco_records(
+    dets: Detections, image_id: int, file_name: str, category_ids: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """COCO results records (bbox ``[x, y, w, h]``) plus ``file_name``.
+
+    Args:
+        category_ids: the data set's category id of each label (default ``label + 1``).
+    """
     b = np.asarray(dets.boxes, np.float64)
+    labels = np.asarray(dets.labels, np.int64)
+    cats = labels + 1 if category_ids is None else np.asarray(category_ids, np.int64)[labels]
     return [
         {
             "image_id": image_id,
-            "category_id": int(lab) + 1,
+            "category_id": int(cat),
             "bbox": [
                 round(float(x1), 3),
                 round(float(y1), 3),
@@ -85,7 +93,7 @@ def coco_records(dets: Detections, image_id: int, file_name: str) -> list[dict[s
             "score": round(float(s), 5),
             "file_name": file_name,
         }
-        for (x1, y1, x2, y2), s, lab in zip(b, np.asarray(dets.scores), np.asarray(dets.labels), strict=True)
+        for (x1, y1, x2, y2), s, cat in zip(b, np.asarray(dets.scores), cats, strict=True)
     ]
 
 
@@ -98,19 +106,31 @@ def evaluate_detector(
     batch_size: int = 16,
     workers: int = 0,
     amp: bool = False,
+    category_ids: list[int] | None = None,
+    pred_category_ids: list[int] | None = None,
 ) -> tuple[CocoEvalResult, list[dict[str, Any]], dict[str, Any]]:
     """Predict every image of ``dataset`` (letterboxed, no augmentation) and evaluate.
+
+    Args:
+        category_ids: the category id of each label of the data set, in the ground truth and the
+            records (default: ``dataset.category_ids``, the data set's own, else ``label + 1``).
+        pred_category_ids: the category id of each of the model's labels, when they are not the
+            data set's labels (weights whose classes were matched by name; default: ``category_ids``).
 
     Returns:
         (the COCO evaluation, prediction records with ``file_name``, the ground-truth COCO dict).
     """
     device = torch.device(device)
+    if category_ids is None:
+        category_ids = getattr(dataset, "category_ids", None)
+    if pred_category_ids is None:
+        pred_category_ids = category_ids
     fnames = file_names([r.path for r in dataset.records])
-    gt = coco_dict(dataset.records, names, fnames)
+    gt = coco_dict(dataset.records, names, fnames, category_ids)
     ids = [im["id"] for im in gt["images"]]
     preds: list[dict[str, Any]] = []
     loader = make_loader(dataset, batch_size=batch_size, workers=workers)
     for batch, dets in predict_batches(model, loader, postprocessor, device, amp):
         for i, d in zip(batch["indices"], dets, strict=True):
-            preds.extend(coco_records(d, ids[i], fnames[i]))
+            preds.extend(coco_records(d, ids[i], fnames[i], pred_category_ids))
     return evaluate_coco(gt, preds), preds, gt

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -13,7 +15,13 @@ from torch import nn
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.defects import IMAGE_SUFFIXES
 from detopt.data.image_io import decode_image, read_image_size
-from detopt.engine.checkpoint import load_checkpoint, load_safetensors, model_from_checkpoint
+from detopt.engine.checkpoint import (
+    checkpoint_category_ids,
+    load_checkpoint,
+    load_safetensors,
+    model_from_checkpoint,
+    safetensors_metadata,
+)
 from detopt.engine.validate import coco_records, file_names, predict_batches
 from detopt.errors import DetoptDataError, DetoptInputError
 from detopt.models import Postprocessor
@@ -21,17 +29,39 @@ from detopt.structures.detections import Detections
 from detopt.structures.records import ImageRecord
 
 
-def load_weights(path: str | Path) -> tuple[nn.Module, list[str], int | None]:
-    """A trained model from a checkpoint (``.pt``, EMA weights) or a safetensors export ->
-    ``(model in eval mode, class names, training image size or None)``."""
+class Weights(NamedTuple):
+    """A trained model and what it was trained with.
+
+    Attributes:
+        model: the detector, in eval mode.
+        names: class names (label order).
+        img_size: training image size, or None when unknown.
+        category_ids: the training data set's category id of each label (what records carry).
+    """
+
+    model: nn.Module
+    names: list[str]
+    img_size: int | None
+    category_ids: list[int]
+
+
+def load_weights(path: str | Path) -> Weights:
+    """A trained model from a checkpoint (``.pt``, EMA weights) or a safetensors export."""
     path = Path(path)
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise DetoptInputError(f"{path}: no such file")
         model, names = load_safetensors(path)
-        return model, names, model.spec.get("img_size")
+        raw = safetensors_metadata(path).get("category_ids")
+        ids = json.loads(raw) if raw else list(range(1, len(names) + 1))
+        return Weights(model, names, model.spec.get("img_size"), [int(i) for i in ids])
     ckpt = load_checkpoint(path)
-    return model_from_checkpoint(ckpt), list(ckpt.get("names", [])), ckpt.get("config", {}).get("imgsz")
+    return Weights(
+        model_from_checkpoint(ckpt),
+        list(ckpt.get("names", [])),
+        ckpt.get("config", {}).get("imgsz"),
+        checkpoint_category_ids(ckpt),
+    )
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -89,6 +119,8 @@ class Predictor:
         postprocessor: decoding + suppression (default: hard NMS, score > 0.25, IoU 0.7).
         device: where the model runs.
         batch_size: images per forward pass.
+        category_ids: the category id of each label in the records (default ``label + 1``; pass
+            :attr:`Weights.category_ids` to keep the training data set's ids).
     """
 
     def __init__(
@@ -99,8 +131,12 @@ class Predictor:
         postprocessor: Postprocessor | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
+        category_ids: Sequence[int] | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.category_ids = None if category_ids is None else [int(i) for i in category_ids]
+        if self.category_ids is not None and len(self.category_ids) != len(names):
+            raise DetoptInputError(f"{len(self.category_ids)} category ids for {len(names)} class names")
         self.model = model.to(self.device).eval()
         self.names = list(names)
         if img_size % model.max_stride:
@@ -132,7 +168,7 @@ class Predictor:
         records: list[dict] = []
         out = Path(out_dir) if out_dir is not None else None
         for k, (path, dets) in enumerate(self.predict(paths)):
-            records.extend(coco_records(dets, k + 1, names[k]))
+            records.extend(coco_records(dets, k + 1, names[k], self.category_ids))
             if out is not None:
                 target = (out / names[k]).with_suffix(".png")
                 target.parent.mkdir(parents=True, exist_ok=True)

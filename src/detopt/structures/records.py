@@ -54,6 +54,11 @@ class ImageRecord:
         return len(self.boxes)
 
 
+def default_category_ids(num_classes: int) -> list[int]:
+    """``1..K``: the category ids of sources without their own (YOLO, VOC; ``label + 1``)."""
+    return list(range(1, num_classes + 1))
+
+
 @dataclass
 class DatasetRecords:
     """A data set in memory: class names and the records of each split.
@@ -61,10 +66,21 @@ class DatasetRecords:
     Attributes:
         names: class names; a record's label ``k`` means ``names[k]``.
         splits: split name (``train``, ``val``, ...) → records, in file order.
+        category_ids: the source's category id of each label (COCO ``categories[].id``, in label
+            order), or None for sources without ids (YOLO, VOC), whose ids are ``label + 1``.
+        image_roots: split → the folder its images were found in (printed by the commands).
     """
 
     names: list[str]
     splits: dict[str, list[ImageRecord]]
+    category_ids: list[int] | None = None
+    image_roots: dict[str, Path] = field(default_factory=dict)
+
+    def coco_category_ids(self) -> list[int]:
+        """The category id of each label: the source's ids, else ``1..K`` (detopt's convention)."""
+        if self.category_ids is not None:
+            return list(self.category_ids)
+        return default_category_ids(len(self.names))
 
     def all_records(self) -> list[ImageRecord]:
         """Every record of every split, split by split."""

@@ -38,7 +38,8 @@ class Candidates:
 
     boxes: float32 ``[N_i, 4]`` xyxy in network-input pixels; scores: float32 ``[N_i]`` (best class
     probability, all ``> min_score``); labels: int64 ``[N_i]``; metas / orig_sizes ``(h, w)``: to map
-    boxes back; gt: the COCO ground-truth dict; file_names: ``file_name`` of each image.
+    boxes back; gt: the COCO ground-truth dict; file_names: ``file_name`` of each image;
+    category_ids: the data set's category id of each label (None: ``label + 1``).
     """
 
     boxes: list[np.ndarray]
@@ -49,6 +50,7 @@ class Candidates:
     gt: dict[str, Any]
     file_names: list[str]
     min_score: float
+    category_ids: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -56,7 +58,11 @@ class Candidates:
     def records(self, dets: Sequence[Detections]) -> list[dict[str, Any]]:
         """COCO results records (with ``file_name``) of one detection list per image."""
         ids = [im["id"] for im in self.gt["images"]]
-        return [r for d, i, f in zip(dets, ids, self.file_names, strict=True) for r in coco_records(d, i, f)]
+        return [
+            r
+            for d, i, f in zip(dets, ids, self.file_names, strict=True)
+            for r in coco_records(d, i, f, self.category_ids)
+        ]
 
 
 @torch.no_grad()
@@ -97,8 +103,9 @@ def collect_candidates(
     finally:
         model.train(was)
     fnames = file_names([r.path for r in dataset.records])
-    gt = coco_dict(dataset.records, list(names), fnames)
-    return Candidates(boxes, scores, labels, metas, sizes, gt, fnames, float(min_score))
+    cat_ids = getattr(dataset, "category_ids", None)
+    gt = coco_dict(dataset.records, list(names), fnames, cat_ids)
+    return Candidates(boxes, scores, labels, metas, sizes, gt, fnames, float(min_score), cat_ids)
 
 
 @dataclass(frozen=True)

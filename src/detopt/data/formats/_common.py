@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,21 @@ from pathlib import Path
 from detopt.errors import DetoptDataError
 
 IMAGE_MODES = ("copy", "link")
+
+_announced: set[str] = set()
+
+
+def announce(message: str) -> None:
+    """Tell the user once per process how a data set was read (split names, image folders), through
+    the ``detopt.data`` logger at INFO (the command line prints it)."""
+    if message not in _announced:
+        _announced.add(message)
+        logging.getLogger("detopt.data").info(message)
+
+
+def forget_announcements() -> None:
+    """Let :func:`announce` say everything again (each command line run says it once)."""
+    _announced.clear()
 
 
 def fmt(v: float, decimals: int) -> str:

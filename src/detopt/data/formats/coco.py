@@ -1,8 +1,10 @@
 """COCO json: one file per split (``images``, ``annotations``, ``categories``).
 
 Boxes are ``[x, y, w, h]`` absolute (continuous coordinates). Category ids may be any integers;
-in the records, label ``k`` is the ``k``-th category in increasing id order. Writers give the
-categories ids ``1..K`` in class-name order and image ``file_name``s relative to the json's folder.
+in the records, label ``k`` is the ``k``-th category in increasing id order, and the ids are kept
+(``DatasetRecords.category_ids``) so prediction files carry them. Writers keep a COCO source's ids
+(``1..K`` in class-name order for sources without ids) and write ``file_name``s relative to the
+json's folder.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detopt.data.defects import Defect, boxes_array, check_box
+from detopt.data.defects import Defect, boxes_array, check_box, inside_root, is_dir, is_file
 from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
-from detopt.data.image_io import read_image_size
+from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
-from detopt.structures.records import DatasetRecords, ImageRecord
+from detopt.structures.records import DatasetRecords, ImageRecord, default_category_ids
 
 
 def _is_number(v: Any) -> bool:
@@ -38,20 +41,54 @@ def _image_path(images: dict[Any, dict], image_id: Any) -> Path | None:
     return images[image_id]["path"] if _hashable(image_id) and image_id in images else None
 
 
-def _image_root(json_path: Path, images: list[dict], images_dir: Path | None) -> Path:
-    """Where ``file_name``s are relative to: ``images_dir``, else the json's folder or an ``images``
-    folder next to it or its parent, whichever holds the first images."""
+_STANDARD_SPLIT = re.compile(r"^(?:.*[_\-])?(train|val|valid|validation|test)(\d{4})?$")
+
+
+def standard_split(path: Path) -> tuple[str, str] | None:
+    """``(split, folder)`` of a standard annotation file name, or None.
+
+    ``instances_val2017.json`` → ``("val", "val2017")``; ``train.json`` → ``("train", "train")``;
+    LVIS ``lvis_v1_train`` and Objects365 ``zhiyuan_objv2_train`` → ``("train", "train")``;
+    ``valid``/``validation`` → ``val``. ``folder`` is the image folder the download names.
+    """
+    m = _STANDARD_SPLIT.match(path.stem.lower())
+    if m is None:
+        return None
+    split = "val" if m.group(1) in ("valid", "validation") else m.group(1)
+    return split, m.group(1) + (m.group(2) or "")
+
+
+def data_root_of(json_path: Path) -> Path:
+    """The data set's root for a COCO json: the parent of an ``annotations/`` folder, else the json's
+    folder."""
+    here = json_path.absolute().parent
+    return here.parent if here.name.lower() == "annotations" else here
+
+
+def image_root_candidates(json_path: Path, split: str) -> list[Path]:
+    """Where a split's ``file_name``s may be relative to, in the order tried: ``<root>/<split>2017/``
+    (or the year the file names), ``<root>/<split>/``, ``<root>/images/<split>/``, ``<root>/images/``,
+    ``<root>/``, then the json's folder and an ``images`` folder next to it."""
+    root, here = data_root_of(json_path), json_path.absolute().parent
+    std = standard_split(json_path)
+    folders = [std[1]] if std is not None and std[1] != split else []
+    out = [root / f for f in [*folders, f"{split}2017", split]]
+    out += [root / "images" / split, root / "images", root, here, here / "images"]
+    return list(dict.fromkeys(out))
+
+
+def _image_root(json_path: Path, images: list[dict], images_dir: Path | None, split: str) -> Path:
+    """Where ``file_name``s are relative to: ``images_dir``, else the first of
+    :func:`image_root_candidates` that holds one of the first images, else the json's folder."""
     if images_dir is not None:
-        return Path(images_dir)
-    here = json_path.parent
-    candidates = [here, here / "images", here.parent / "images", here.parent]
+        return Path(images_dir).absolute()
     names = [
         im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)
     ]
-    for root in candidates:
-        if any((root / n).is_file() for n in names):
+    for root in image_root_candidates(json_path, split):
+        if is_dir(root) and any(inside_root(root / n, root) is None and is_file(root / n) for n in names):
             return root
-    return here
+    return json_path.absolute().parent
 
 
 def read_coco(
@@ -59,8 +96,15 @@ def read_coco(
     images_dir: str | Path | None = None,
     tolerance: float = 1.0,
     split: str | None = None,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[DatasetRecords, list[Defect]]:
     """Read a COCO json into records; every problem becomes a :class:`Defect`.
+
+    Every image path must resolve (``..``, absolute names, symlinks) inside the images folder
+    (``outside_root`` otherwise; nothing outside is opened); every image's header is read (not
+    decoded): a file that is not an image is ``unreadable_image``, one above ``max_pixels`` is
+    ``too_large``.
 
     Args:
         json_path: the COCO json.
@@ -68,6 +112,8 @@ def read_coco(
         tolerance: boxes may pass the image border by this many pixels (they are clipped).
         split: the split's name (default: ``train``/``val``/``test`` when the file name says so,
             else the file's stem).
+        allow_outside_root: accept image paths outside the images folder.
+        max_pixels: largest ``width * height`` accepted (None: no limit).
 
     Returns:
         (records without the defective images, defects).
@@ -81,10 +127,11 @@ def read_coco(
             data = json.load(f)
     except FileNotFoundError:
         raise DetoptDataError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise DetoptDataError(
-            f"{path}: malformed_file: not valid json ({e})",
-            [Defect("malformed_file", path, getattr(e, "lineno", None), f"not valid json: {e}")],
+            f"{path}: malformed_file: not valid json ({what})",
+            [Defect("malformed_file", path, getattr(e, "lineno", None), f"not valid json: {what}")],
         ) from None
     if (
         not isinstance(data, dict)
@@ -132,7 +179,8 @@ def read_coco(
     cat_index = {cid: k for k, (cid, _) in enumerate(cats)}
 
     # images
-    root = _image_root(path, data["images"], None if images_dir is None else Path(images_dir))
+    split = split or split_name(path)
+    root = _image_root(path, data["images"], None if images_dir is None else Path(images_dir), split)
     images: dict[Any, dict] = {}
     bad_images: set[Any] = set()
     order: list[Any] = []
@@ -154,7 +202,13 @@ def read_coco(
             )
             continue
         iid, fname = im["id"], im["file_name"]
-        img_path = (root / fname).absolute()
+        try:
+            img_path = (root / fname).absolute()
+        except (ValueError, OSError) as e:  # e.g. an embedded NUL byte
+            defects.append(
+                Defect("malformed_file", path, None, f"images[{i}]: file_name {fname!r:.80}: {e}")
+            )
+            continue
         if iid in images:
             defects.append(
                 Defect(
@@ -180,7 +234,13 @@ def read_coco(
             continue
         seen_files[fname] = iid
         w, h = im.get("width"), im.get("height")
-        if not img_path.is_file():
+        outside = inside_root(img_path, root, allow_outside_root)
+        if outside:
+            defects.append(
+                Defect("outside_root", path, None, f"images[{i}] (id {iid!r:.40}): {outside}", img_path)
+            )
+            bad_images.add(iid)
+        elif not is_file(img_path):
             defects.append(
                 Defect(
                     "missing_image",
@@ -191,12 +251,13 @@ def read_coco(
                 )
             )
             bad_images.add(iid)
-        elif w is None or h is None:
-            try:
-                w, h = read_image_size(img_path)
-            except Exception as e:
-                defects.append(Defect("unreadable_image", img_path, None, f"not an image: {e}", img_path))
+        else:
+            size, bad = header_defect(img_path, max_pixels)
+            if bad is not None:
+                defects.append(bad)
                 bad_images.add(iid)
+            elif w is None or h is None:
+                w, h = size
         if iid not in bad_images:
             if (
                 not (_is_number(w) and _is_number(h))
@@ -362,11 +423,19 @@ def read_coco(
         if iid not in bad_images
         for r in [images[iid]]
     ]
-    return DatasetRecords(names=names, splits={split or split_name(path): records}), defects
+    cat_list = [cid for cid, _ in cats]
+    ds = DatasetRecords(
+        names=names, splits={split: records}, category_ids=cat_list, image_roots={split: root}
+    )
+    return ds, defects
 
 
 def split_name(path: Path) -> str:
-    """``train``/``val``/``test`` when a file name says so (``instances_val2017.json``), else ``train``."""
+    """The split a file name names: a standard name (:func:`standard_split`), else ``val``/``test``/
+    ``train`` when the name holds one, else ``train``."""
+    std = standard_split(path)
+    if std is not None:
+        return std[0]
     stem = path.stem.lower()
     for s in ("val", "test", "train"):
         if s in stem:
@@ -374,14 +443,23 @@ def split_name(path: Path) -> str:
     return "train"
 
 
-def coco_dict(records: list[ImageRecord], names: list[str], file_names: list[str]) -> dict:
-    """The COCO json of one split (categories ``1..K``); image ids are kept when all are unique ints.
+def coco_dict(
+    records: list[ImageRecord],
+    names: list[str],
+    file_names: list[str],
+    category_ids: list[int] | None = None,
+) -> dict:
+    """The COCO json of one split; image ids are kept when all are unique ints.
 
     Args:
         records: the split's images.
         names: class names.
         file_names: each record's ``file_name`` (relative to where the json will be).
+        category_ids: the category id of each label (default ``1..K``).
     """
+    ids_of = default_category_ids(len(names)) if category_ids is None else list(category_ids)
+    if len(ids_of) != len(names):
+        raise ValueError(f"{len(ids_of)} category ids for {len(names)} class names")
     images, annotations = [], []
     ids = [r.image_id for r in records]
     keep_ids = all(i is not None for i in ids) and len(set(ids)) == len(ids)
@@ -396,7 +474,7 @@ def coco_dict(records: list[ImageRecord], names: list[str], file_names: list[str
             ann = {
                 "id": ann_id,
                 "image_id": iid,
-                "category_id": int(r.labels[j]) + 1,
+                "category_id": int(ids_of[int(r.labels[j])]),
                 "bbox": [
                     float(fmt(x1, 3)),
                     float(fmt(y1, 3)),
@@ -408,7 +486,7 @@ def coco_dict(records: list[ImageRecord], names: list[str], file_names: list[str
                 "segmentation": [[float(fmt(float(v), 2)) for v in p] for p in polys],
             }
             annotations.append(ann)
-    cats = [{"id": k + 1, "name": name, "supercategory": ""} for k, name in enumerate(names)]
+    cats = [{"id": int(i), "name": name, "supercategory": ""} for i, name in zip(ids_of, names, strict=True)]
     return {
         "info": {"description": "written by detopt"},
         "licenses": [],
@@ -429,6 +507,8 @@ def _polygons_area(polys: list[np.ndarray]) -> float:
 def write_coco(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
     """Write ``out/<split>.json`` and the images under ``out/images/<split>/``.
 
+    Category ids are the source's own (a COCO source keeps its ids), else ``1..K``.
+
     Returns:
         notes on what changed on the way (renamed files).
     """
@@ -440,7 +520,7 @@ def write_coco(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
             name = used.take(r.path.name)
             place_image(r.path, out / "images" / split / name, mode)
             file_names.append(f"images/{split}/{name}")
-        d = coco_dict(records, ds.names, file_names)
+        d = coco_dict(records, ds.names, file_names, ds.category_ids)
         write_text(out / f"{split}.json", json.dumps(d, ensure_ascii=False, separators=(",", ":")))
         if used.renamed:
             notes.append(f"{split}: {used.renamed} images renamed because their file names collided")

@@ -16,9 +16,9 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from detopt.data.defects import Defect, boxes_array, check_box, parse_float
-from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
-from detopt.data.image_io import read_image_size
+from detopt.data.defects import Defect, boxes_array, check_box, inside_root, is_file, parse_float
+from detopt.data.formats._common import UniqueNames, announce, fmt, place_image, write_text
+from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
 from detopt.structures.records import DatasetRecords, ImageRecord
 
@@ -27,14 +27,23 @@ def is_voc_dir(path: Path) -> bool:
     return (path / "Annotations").is_dir()
 
 
-def _split_files(root: Path) -> dict[str, list[str]]:
+def _split_files(root: Path, allow_outside: bool, defects: list[Defect]) -> dict[str, list[str]]:
     """Split name → image ids, from ``ImageSets/Main/*.txt`` (per-class ``<class>_<split>.txt`` files,
     which have two columns, are ignored). Without any, one ``train`` split of every annotation."""
     main = root / "ImageSets" / "Main"
     splits: dict[str, list[str]] = {}
     if main.is_dir():
         for f in sorted(main.glob("*.txt")):
-            lines = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            why = inside_root(f, root, allow_outside)
+            if why:
+                defects.append(Defect("outside_root", f, None, f"split list {why}"))
+                continue
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                defects.append(Defect("malformed_file", f, None, f"unreadable split list: {e}"))
+                continue
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             if lines and all(len(ln.split()) == 1 for ln in lines):
                 splits[f.stem] = lines
     if not splits:
@@ -47,41 +56,99 @@ def _text(node: ET.Element | None, tag: str) -> str | None:
     return None if child is None or child.text is None else child.text.strip()
 
 
-def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, list[Defect]]:
-    """Read a VOC folder into records; every problem becomes a :class:`Defect`.
+def voc_roots(path: Path) -> list[Path]:
+    """The VOC roots of a ``VOCdevkit`` as downloaded (``VOC2007/``, ``VOC2012/``; also when ``path``
+    holds the ``VOCdevkit`` folder), sorted; empty when ``path`` is not one."""
+    for base in (path, path / "VOCdevkit"):
+        if base.is_dir():
+            found = sorted(p for p in base.iterdir() if p.is_dir() and is_voc_dir(p))
+            if found:
+                return found
+    return []
+
+
+def _standard_splits(lists: dict[Path, dict[str, list[str]]]) -> tuple[dict[Path, dict[str, list[str]]], str]:
+    """VOC's split lists as detopt's ``train``/``val``, and a line saying how.
+
+    A root with ``trainval`` and ``test`` (VOC2007) trains on ``trainval`` and validates on ``test``;
+    a root with ``trainval`` only (VOC2012) then joins the training set (the usual "07+12"). Without
+    any ``test``, ``train``/``val`` are used as they are and ``trainval`` (their union) is dropped.
+    Other list names are kept.
+    """
+    with_test = any("trainval" in v and "test" in v for v in lists.values())
+    out: dict[Path, dict[str, list[str]]] = {}
+    said = []
+    for root, v in lists.items():
+        m = {k: ids for k, ids in v.items() if k not in ("train", "val", "trainval", "test")}
+        if with_test and "trainval" in v:
+            m["train"] = v["trainval"]
+            said.append(f"{root.name} trainval -> train")
+            if "test" in v:
+                m["val"] = v["test"]
+                said.append(f"{root.name} test -> val")
+        else:
+            for k in ("train", "val", "test"):
+                if k in v:
+                    m[k] = v[k]
+            if "trainval" in v and not ("train" in v or "val" in v):
+                m["train"] = v["trainval"]
+                said.append(f"{root.name} trainval -> train")
+        out[root] = m
+    return out, "; ".join(said)
+
+
+def read_voc(
+    root: str | Path,
+    tolerance: float = 1.0,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetRecords, list[Defect]]:
+    """Read a VOC folder (or a ``VOCdevkit`` of several years) into records; every problem becomes a
+    :class:`Defect`.
+
+    Annotation files must resolve inside ``Annotations/`` and images (``<filename>``) inside
+    ``JPEGImages/`` (``..``, absolute names and symlinks resolved): others are ``outside_root``
+    defects and never opened, unless ``allow_outside_root``. ``<path>`` (the annotator's own
+    absolute path) is never read. Image headers are read: ``too_large`` above ``max_pixels``.
+    Splits: see :func:`_standard_splits`; several years are joined split by split.
 
     Raises:
-        DetoptDataError: ``root`` has no ``Annotations`` folder.
+        DetoptDataError: ``root`` is neither a VOC folder nor a VOCdevkit; the years' class lists
+            (``classes.txt``) differ.
     """
     root = Path(root).absolute()
-    if not is_voc_dir(root):
-        raise DetoptDataError(f"{root}: not a VOC folder (no Annotations/)")
+    roots = [root] if is_voc_dir(root) else voc_roots(root)
+    if not roots:
+        raise DetoptDataError(f"{root}: not a VOC folder (no Annotations/, no VOC2007/ or VOC2012/)")
     defects: list[Defect] = []
-    names_file = root / "classes.txt"
-    fixed_names = None
-    if names_file.is_file():
-        fixed_names = [ln.strip() for ln in names_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    split_ids = _split_files(root)
-    parsed: dict[str, tuple[ImageRecord, list[str]] | None] = {}
+    fixed = {r: _class_file(r, allow_outside_root) for r in roots}
+    given = {tuple(v) for v in fixed.values() if v is not None}
+    if len(given) > 1:
+        raise DetoptDataError(f"{root}: the classes.txt files of {', '.join(r.name for r in roots)} differ")
+    fixed_names = list(next(iter(given))) if given else None
+    lists, said = _standard_splits({r: _split_files(r, allow_outside_root, defects) for r in roots})
+    if len(roots) > 1 or said:
+        announce(f"{root}: VOC {', '.join(r.name for r in roots)}" + (f"; {said}" if said else ""))
+    parsed: dict[tuple[Path, str], tuple[ImageRecord, list[str]] | None] = {}
     seen_images: dict[Path, str] = {}
-    all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
-    for image_id in all_ids:
-        xml = root / "Annotations" / f"{image_id}.xml"
-        rec, obj_names, found = _read_xml(xml, root, tolerance, fixed_names)
-        if rec is not None and rec.path in seen_images:
-            found.append(
-                Defect(
-                    "duplicate_id",
-                    xml,
-                    None,
-                    f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml",
-                    rec.path,
+    for r, split_ids in lists.items():
+        for image_id in dict.fromkeys(i for ids in split_ids.values() for i in ids):
+            xml = r / "Annotations" / f"{image_id}.xml"
+            rec, obj_names, found = _read_xml(xml, r, tolerance, fixed_names, allow_outside_root, max_pixels)
+            if rec is not None and rec.path in seen_images:
+                found.append(
+                    Defect(
+                        "duplicate_id",
+                        xml,
+                        None,
+                        f"image {rec.path.name} is also the image of {seen_images[rec.path]}.xml",
+                        rec.path,
+                    )
                 )
-            )
-        defects.extend(found)
-        if rec is not None:
-            seen_images.setdefault(rec.path, image_id)
-        parsed[image_id] = None if found or rec is None else (rec, obj_names)
+            defects.extend(found)
+            if rec is not None:
+                seen_images.setdefault(rec.path, image_id)
+            parsed[r, image_id] = None if found or rec is None else (rec, obj_names)
     names = (
         fixed_names
         if fixed_names is not None
@@ -89,45 +156,79 @@ def read_voc(root: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, 
     )
     index = {n: k for k, n in enumerate(names)}
     splits: dict[str, list[ImageRecord]] = {}
-    for split, ids in split_ids.items():
-        out = []
-        for image_id in ids:
-            item = parsed.get(image_id)
-            if item is not None:
-                rec, obj_names = item
-                rec.labels = np.asarray([index[n] for n in obj_names], np.int64)
-                out.append(rec)
-        splits[split] = out
-    return DatasetRecords(names=names, splits=splits), defects
+    for r, split_ids in lists.items():
+        for split, ids in split_ids.items():
+            out = splits.setdefault(split, [])
+            for image_id in ids:
+                item = parsed.get((r, image_id))
+                if item is not None:
+                    rec, obj_names = item
+                    rec.labels = np.asarray([index[n] for n in obj_names], np.int64)
+                    out.append(rec)
+    image_roots = {s: roots[0] / "JPEGImages" for s in splits} if len(roots) == 1 else {}
+    return DatasetRecords(names=names, splits=splits, image_roots=image_roots), defects
+
+
+def _class_file(root: Path, allow_outside: bool) -> list[str] | None:
+    """The class names of ``root/classes.txt`` (detopt writes it to keep the order), or None."""
+    names_file = root / "classes.txt"
+    if not names_file.is_file():
+        return None
+    why = inside_root(names_file, root, allow_outside)
+    if why:
+        raise DetoptDataError(
+            f"{names_file}: outside_root: {why}", [Defect("outside_root", names_file, None, why)]
+        )
+    try:
+        text = names_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DetoptDataError(f"{names_file}: malformed_file: {e}") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def _read_xml(
-    xml: Path, root: Path, tolerance: float, names: list[str] | None
+    xml: Path,
+    root: Path,
+    tolerance: float,
+    names: list[str] | None,
+    allow_outside: bool,
+    max_pixels: int | None,
 ) -> tuple[ImageRecord | None, list[str], list[Defect]]:
+    why = inside_root(xml, root / "Annotations", allow_outside)
+    if why:
+        return None, [], [Defect("outside_root", xml, None, f"annotation {why}")]
     try:
         tree = ET.parse(xml)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return (
             None,
             [],
             [Defect("missing_image", xml, None, "listed in ImageSets but has no annotation file")],
         )
+    except (OSError, ValueError) as e:
+        return None, [], [Defect("malformed_file", xml, None, f"cannot read the annotation: {e}")]
     except (ET.ParseError, UnicodeDecodeError) as e:
         line = getattr(e, "position", (None,))[0]
         return None, [], [Defect("malformed_file", xml, line, f"not valid xml: {e}")]
     ann = tree.getroot()
     filename = _text(ann, "filename") or f"{xml.stem}.jpg"
-    img = root / "JPEGImages" / filename
-    if not img.is_file():
+    try:
+        img = (root / "JPEGImages" / filename).absolute()
+    except (ValueError, OSError) as e:
+        return None, [], [Defect("malformed_file", xml, None, f"<filename> {filename!r:.80}: {e}")]
+    why = inside_root(img, root / "JPEGImages", allow_outside)
+    if why:
+        return None, [], [Defect("outside_root", xml, None, f"<filename> {filename!r:.80}: {why}", img)]
+    if not is_file(img):
         return None, [], [Defect("missing_image", xml, None, f"its image {img} does not exist", img)]
+    header, bad = header_defect(img, max_pixels)
+    if bad is not None:
+        return None, [], [bad]
     size = ann.find("size")
     w_s, h_s = _text(size, "width"), _text(size, "height")
     w, h = parse_float(w_s or ""), parse_float(h_s or "")
     if w is None or h is None or w == 0 or h == 0:
-        try:  # many VOC-style exports leave <size> out or write 0: the image header knows
-            w, h = read_image_size(img)
-        except Exception as e:
-            return None, [], [Defect("unreadable_image", img, None, f"not an image: {e}", img)]
+        w, h = header  # many VOC-style exports leave <size> out or write 0: the image header knows
     if not (math.isfinite(w) and math.isfinite(h)) or w != int(w) or h != int(h):
         return None, [], [Defect("not_a_number", xml, None, f"<size> {w_s}x{h_s} is not two integers", img)]
     if w < 0 or h < 0:

@@ -15,9 +15,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from detopt.data.defects import IMAGE_SUFFIXES, Defect, boxes_array, check_box, parse_float
+from detopt.data.defects import (
+    IMAGE_SUFFIXES,
+    Defect,
+    boxes_array,
+    check_box,
+    inside_root,
+    is_dir,
+    is_file,
+    parse_float,
+)
 from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
-from detopt.data.image_io import read_image_size
+from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
 from detopt.structures.records import DatasetRecords, ImageRecord
 
@@ -48,8 +57,9 @@ def read_data_yaml(path: Path) -> tuple[Path, list[str], dict[str, list[Path]]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DetoptDataError(f"{path}: no such file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise _fail(path, f"not valid yaml ({e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise _fail(path, f"not valid yaml ({what})") from None
     if not isinstance(data, dict) or "names" not in data:
         raise _fail(path, "a data.yaml needs 'names'")
     raw = data["names"]
@@ -82,17 +92,38 @@ def read_data_yaml(path: Path) -> tuple[Path, list[str], dict[str, list[Path]]]:
     return root, names, splits
 
 
-def _list_images(entry: Path, yaml_path: Path, defects: list[Defect]) -> list[Path]:
-    """Image files of a split entry: a folder (searched recursively) or a text file of image paths."""
-    if entry.is_dir():
-        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if entry.is_file() and entry.suffix == ".txt":
+def _list_images(
+    entry: Path, yaml_path: Path, root: Path, allow_outside: bool, defects: list[Defect]
+) -> list[Path]:
+    """Image files of a split entry: a folder (searched recursively) or a text file of image paths.
+
+    A listed path that resolves outside ``root`` is an ``outside_root`` defect (file and line of the
+    list) and left out; folder contents are checked image by image in :func:`_read_one`.
+    """
+    if is_dir(entry):
+        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and is_file(p))
+    if is_file(entry) and entry.suffix == ".txt":
         out = []
-        for line in entry.read_text(encoding="utf-8").splitlines():
+        try:
+            text = entry.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            defects.append(Defect("malformed_file", entry, None, f"unreadable list file: {e}"))
+            return []
+        for k, line in enumerate(text.splitlines(), 1):
             line = line.strip()
-            if line:
+            if not line:
+                continue
+            try:
                 p = Path(line)
-                out.append(p if p.is_absolute() else entry.parent / p)
+                p = p if p.is_absolute() else entry.parent / p
+            except (ValueError, OSError) as e:
+                defects.append(Defect("malformed_file", entry, k, f"not a path: {line!r:.80} ({e})"))
+                continue
+            why = inside_root(p, root, allow_outside)
+            if why:
+                defects.append(Defect("outside_root", entry, k, why, p.absolute()))
+                continue
+            out.append(p)
         return out
     defects.append(
         Defect("malformed_file", yaml_path, None, f"split entry {entry} is neither a folder nor a .txt list")
@@ -151,27 +182,45 @@ def _parse_label_line(
     return (int(c), box, poly), []
 
 
-def read_yolo(yaml_path: str | Path, tolerance: float = 1.0) -> tuple[DatasetRecords, list[Defect]]:
+def read_yolo(
+    yaml_path: str | Path,
+    tolerance: float = 1.0,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetRecords, list[Defect]]:
     """Read an ultralytics ``data.yaml`` data set into records; every problem becomes a :class:`Defect`.
 
     Image sizes are read from the file headers (images are not decoded here; ``validate`` does).
+    The data set's root is the data.yaml's folder: ``path:``, the split entries, list-file lines,
+    images and label files that resolve outside it (``..``, absolute paths, symlinks) are
+    ``outside_root`` defects and are never opened, unless ``allow_outside_root``.
 
     Raises:
         DetoptDataError: the data.yaml itself is missing or malformed.
     """
     path = Path(yaml_path)
-    _, names, split_entries = read_data_yaml(path)
+    root, names, split_entries = read_data_yaml(path)
+    base = path.parent.absolute()
     nc = len(names)
     defects: list[Defect] = []
     splits: dict[str, list[ImageRecord]] = {}
+    why = inside_root(root, base, allow_outside_root)
+    if why:
+        defects.append(Defect("outside_root", path, None, f"'path': {why}"))
     for split, entries in split_entries.items():
         records: list[ImageRecord] = []
         for entry in entries:
-            images = _list_images(entry, path, defects)
-            if entry.is_dir():
+            if why:
+                continue
+            outside = inside_root(entry, base, allow_outside_root)
+            if outside:
+                defects.append(Defect("outside_root", path, None, f"'{split}': {outside}"))
+                continue
+            images = _list_images(entry, path, base, allow_outside_root, defects)
+            if is_dir(entry):
                 defects.extend(_labels_without_images(entry, images))
             for img in images:
-                rec, found = _read_one(img, nc, tolerance)
+                rec, found = _read_one(img, nc, tolerance, base, allow_outside_root, max_pixels)
                 defects.extend(found)
                 if rec is not None:
                     records.append(rec)
@@ -179,15 +228,23 @@ def read_yolo(yaml_path: str | Path, tolerance: float = 1.0) -> tuple[DatasetRec
     return DatasetRecords(names=names, splits=splits), defects
 
 
-def _read_one(img: Path, nc: int, tolerance: float) -> tuple[ImageRecord | None, list[Defect]]:
+def _read_one(
+    img: Path, nc: int, tolerance: float, root: Path, allow_outside: bool, max_pixels: int | None
+) -> tuple[ImageRecord | None, list[Defect]]:
     img = img.absolute()
-    if not img.is_file():
+    why = inside_root(img, root, allow_outside)
+    if why:
+        return None, [Defect("outside_root", img, None, why, img)]
+    if not is_file(img):
         return None, [Defect("missing_image", img, None, "listed image does not exist", img)]
-    try:
-        w, h = read_image_size(img)
-    except Exception as e:
-        return None, [Defect("unreadable_image", img, None, f"not an image: {type(e).__name__}: {e}", img)]
+    size, bad = header_defect(img, max_pixels)
+    if bad is not None:
+        return None, [bad]
+    w, h = size
     lp = label_path(img)
+    why = inside_root(lp, root, allow_outside)
+    if why:
+        return None, [Defect("outside_root", lp, None, f"label file {why}", img)]
     try:
         text = lp.read_text(encoding="utf-8")
     except FileNotFoundError:
