@@ -149,8 +149,8 @@ def test_convert_never_copies_a_file_that_does_not_decode(tmp_path, capsys):
     (root / "train.json").write_text(json.dumps(doc))
     assert main(["data", "convert", str(root / "train.json"), str(tmp_path / "y"), "--to", "yolo"]) == 2
     assert "unreadable_image" in capsys.readouterr().err and not (tmp_path / "y").exists()
-    args = ["data", "convert", str(root / "train.json"), str(tmp_path / "y"), "--to", "yolo", "--skip-invalid"]
-    assert main(args) == 0
+    args = ["data", "convert", str(root / "train.json"), str(tmp_path / "y"), "--to", "yolo"]
+    assert main([*args, "--skip-invalid"]) == 0
     capsys.readouterr()
     _no_secret_in(tmp_path / "y")
     assert sorted(p.name for p in (tmp_path / "y" / "images" / "train").iterdir()) == ["a.jpg"]
@@ -180,7 +180,8 @@ def test_yolo_path_tricks_are_defects(tmp_path):
     (root / "images" / "train" / "c.jpg").symlink_to(secret / "photo.jpg")  # image points out
     write_image(root / "images" / "val" / "v.jpg", 40, 30)
     (root / "val.txt").write_text(f"images/val/v.jpg\n../private/photo.jpg\n{secret / 'id_rsa.jpg'}\n")
-    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: val.txt\ntest: {secret}\nnames: [a]\n")
+    spec = f"path: .\ntrain: images/train\nval: val.txt\ntest: {secret}\nnames: [a]\n"
+    (root / "data.yaml").write_text(spec)
     report, outside = _opened_outside(lambda: validate_dataset(root / "data.yaml"), root, tmp_path)
     assert outside == []
     got = sorted((d.kind, d.file.name, d.line) for d in report.defects)
@@ -206,8 +207,10 @@ def test_voc_path_tricks_are_defects(tmp_path):
     root = tmp_path / "voc"
     write_image(root / "JPEGImages" / "a.jpg", 40, 30)
     (root / "Annotations").mkdir()
-    xml = "<annotation><filename>{}</filename><object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin>" \
-          "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    xml = (
+        "<annotation><filename>{}</filename><object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
     (root / "Annotations" / "a.xml").write_text(xml.format("a.jpg"))
     (root / "Annotations" / "b.xml").write_text(xml.format("../../private/photo.jpg"))
     (root / "Annotations" / "c.xml").write_text(xml.format(secret / "hostname"))
@@ -340,7 +343,8 @@ def test_hostile_yolo_property(tmp_path_factory, entries, label, path_key):
     root, secret = _hostile_root(tmp)
     (root / "list.txt").write_text("\n".join(e.replace("{secret}", str(secret)) for e in entries))
     (root / "good.txt").write_text(label)  # good.jpg's label (no images/ folder: next to it)
-    spec = {"path": path_key.replace("{secret}", str(secret)), "train": "list.txt", "val": ".", "names": ["a"]}
+    key = path_key.replace("{secret}", str(secret))
+    spec = {"path": key, "train": "list.txt", "val": ".", "names": ["a"]}
     (root / "data.yaml").write_text(json.dumps(spec))  # JSON is YAML
     _check_property(root / "data.yaml", root, tmp)
 

@@ -175,7 +175,8 @@ def test_coco_corpus_every_defect_named(bad_coco):
         "image_id 77 is not among",
         "non-number",
         "non-finite",
-        f"images[8] (id 9): {path.parent / '../outside.jpg'} resolves to {path.parent.parent / 'outside.jpg'}",
+        f"images[8] (id 9): {path.parent / '../outside.jpg'} resolves to "
+        f"{path.parent.parent / 'outside.jpg'}",
         "10000x9000 = 90.0 megapixels, more than the limit of 89.5",
     ]:
         assert needle in msgs
