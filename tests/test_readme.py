@@ -69,3 +69,17 @@ def test_readme_training_commands_run(tmp_path):
     assert json.loads((tmp_path / "runs/val-t.json").read_text())
     assert (tmp_path / "runs/train-t/model.safetensors").is_file()
     assert len(list((tmp_path / "runs/pred-t").glob("*.png"))) == 8
+
+
+def test_readme_layout_commands_run(tmp_path):
+    """The README's layouts block runs as written on a COCO 2017 download layout and a VOCdevkit
+    made with the real names."""
+    from tests.data.test_layouts import _coco2017, _voc_year
+
+    _coco2017(tmp_path / "coco")
+    kit = tmp_path / "VOCdevkit"
+    _voc_year(kit / "VOC2007", "2007", {"trainval": ["000005", "000007"], "test": ["000001"]})
+    _voc_year(kit / "VOC2012", "2012", {"trainval": ["2008_000008"], "train": ["2008_000008"], "val": []})
+    _run_bash_block("detopt data validate coco", tmp_path)
+    assert len(list((tmp_path / "runs/voc0712-yolo/images/train").iterdir())) == 3
+    assert len(list((tmp_path / "runs/voc0712-yolo/images/val").iterdir())) == 1
