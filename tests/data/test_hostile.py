@@ -396,3 +396,29 @@ def test_a_million_empty_annotations_and_deep_nesting(tmp_path):
     (root / "data.yaml").write_text("names: " + "[" * 10_000 + "]" * 10_000 + "\ntrain: .\n")
     with pytest.raises(DetoptDataError, match="malformed_file"):
         read_dataset(root / "data.yaml")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.sampled_from(["a", "b", "in", "out", "..", ".", "x.jpg", "loop"]), min_size=1,
+                      max_size=7),
+       absolute=st.booleans())
+def test_root_guard_agrees_with_the_system(tmp_path_factory, parts, absolute):
+    """The cached guard decides as ``os.path.realpath`` does, ``link/..`` included (a lexical
+    ``..`` fold would say inside where the system goes outside)."""
+    from detopt.data.defects import RootGuard
+
+    tmp = tmp_path_factory.getbasetemp() / "guard-tree"
+    root = tmp / "root"
+    if not root.exists():
+        (root / "a" / "b").mkdir(parents=True)
+        (tmp / "elsewhere" / "deep").mkdir(parents=True)
+        (root / "a" / "in").symlink_to(root / "a" / "b")
+        (root / "a" / "out").symlink_to(tmp / "elsewhere" / "deep")
+        (root / "out").symlink_to(tmp / "elsewhere" / "deep")
+        (root / "loop").symlink_to(root / "loop")
+    p = (root if absolute else Path(os.path.relpath(root))) / Path(*parts)
+    guard = RootGuard(root)
+    real = os.path.realpath(p)
+    expected = real == os.path.realpath(root) or real.startswith(os.path.realpath(root) + os.sep)
+    assert (guard.why(p) is None) == expected, (p, real)
+    assert (guard.why(p) is None) == (guard.why(p) is None)  # the cache changes nothing

@@ -8,6 +8,7 @@ prints them all; loading for training refuses a data set with defects unless ask
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -70,24 +71,57 @@ class Defect:
         return f"{where}: {self.kind}: {self.message}"
 
 
-def inside_root(path: Path, root: Path, allow_outside: bool = False) -> str | None:
-    """Why ``path`` may not be used, or None when it lies inside ``root``.
+class RootGuard:
+    """Says whether paths resolve inside one root folder (``..``, absolute paths and symlinks are
+    resolved as the system would, as far as they exist); nothing is opened.
 
-    Both are resolved (``..``, absolute paths, symlinks, as far as they exist) before comparing;
-    with ``allow_outside`` every path is accepted. Nothing is opened.
+    Resolved folders are cached for the guard's life (one read of a data set), so checking the
+    images of one folder costs one ``lstat`` each.
+
+    Args:
+        root: the folder paths must stay in.
+        allow_outside: accept every path (``--allow-outside-root``).
     """
-    if allow_outside:
-        return None
-    try:
-        resolved, base = Path(path).resolve(), Path(root).resolve()
-    except (OSError, RuntimeError, ValueError) as e:  # symlink loops, NUL bytes
-        return f"{path} cannot be resolved ({type(e).__name__}: {e})"
-    if resolved == base or base in resolved.parents:
-        return None
-    return (
-        f"{path} resolves to {resolved}, outside the data set root {base} "
-        "(pass --allow-outside-root to accept it)"
-    )
+
+    def __init__(self, root: Path, allow_outside: bool = False) -> None:
+        self.root = Path(root)
+        self.allow_outside = allow_outside
+        self.base = os.path.realpath(self.root) if not allow_outside else ""
+        self._dirs: dict[str, str] = {}
+
+    def _resolve(self, path: str) -> str:
+        parent, name = os.path.split(path)
+        if not name or name in (".", ".."):
+            return os.path.realpath(path)
+        d = self._dirs.get(parent)
+        if d is None:
+            d = self._dirs[parent] = os.path.realpath(parent or ".")
+        full = os.path.join(d, name)
+        return os.path.realpath(full) if os.path.islink(full) else full
+
+    def why(self, path: Path | str) -> str | None:
+        """Why ``path`` may not be used (it lands outside the root), or None when it may."""
+        if self.allow_outside:
+            return None
+        try:
+            text = os.fspath(path)
+            # no abspath: it folds ``link/..`` lexically, where the system follows the link first
+            resolved = self._resolve(text if os.path.isabs(text) else os.path.join(os.getcwd(), text))
+        except (OSError, ValueError, RuntimeError) as e:  # NUL bytes, symlink loops
+            return f"{path} cannot be resolved ({type(e).__name__}: {e})"
+        base = self.base
+        if resolved == base or resolved.startswith(base.rstrip(os.sep) + os.sep):
+            return None
+        return (
+            f"{path} resolves to {resolved}, outside the data set root {base} "
+            "(pass --allow-outside-root to accept it)"
+        )
+
+
+def inside_root(path: Path, root: Path, allow_outside: bool = False) -> str | None:
+    """Why ``path`` may not be used, or None when it lies inside ``root`` (see :class:`RootGuard`;
+    use a guard when checking many paths)."""
+    return RootGuard(root, allow_outside).why(path)
 
 
 def is_file(path: Path) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from detopt.data.defects import Defect, boxes_array, check_box, inside_root, is_dir, is_file
+from detopt.data.defects import Defect, RootGuard, boxes_array, check_box, inside_root, is_dir, is_file
 from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
 from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
@@ -181,6 +181,7 @@ def read_coco(
     # images
     split = split or split_name(path)
     root = _image_root(path, data["images"], None if images_dir is None else Path(images_dir), split)
+    guard = RootGuard(root, allow_outside_root)
     images: dict[Any, dict] = {}
     bad_images: set[Any] = set()
     order: list[Any] = []
@@ -234,7 +235,7 @@ def read_coco(
             continue
         seen_files[fname] = iid
         w, h = im.get("width"), im.get("height")
-        outside = inside_root(img_path, root, allow_outside_root)
+        outside = guard.why(img_path)
         if outside:
             defects.append(
                 Defect("outside_root", path, None, f"images[{i}] (id {iid!r:.40}): {outside}", img_path)

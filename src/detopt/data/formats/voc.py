@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from detopt.data.defects import Defect, boxes_array, check_box, inside_root, is_file, parse_float
+from detopt.data.defects import Defect, RootGuard, boxes_array, check_box, inside_root, is_file, parse_float
 from detopt.data.formats._common import UniqueNames, announce, fmt, place_image, write_text
 from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
@@ -132,9 +132,10 @@ def read_voc(
     parsed: dict[tuple[Path, str], tuple[ImageRecord, list[str]] | None] = {}
     seen_images: dict[Path, str] = {}
     for r, split_ids in lists.items():
+        guards = tuple(RootGuard(r / sub, allow_outside_root) for sub in ("Annotations", "JPEGImages"))
         for image_id in dict.fromkeys(i for ids in split_ids.values() for i in ids):
             xml = r / "Annotations" / f"{image_id}.xml"
-            rec, obj_names, found = _read_xml(xml, r, tolerance, fixed_names, allow_outside_root, max_pixels)
+            rec, obj_names, found = _read_xml(xml, r, tolerance, fixed_names, guards, max_pixels)
             if rec is not None and rec.path in seen_images:
                 found.append(
                     Defect(
@@ -191,10 +192,10 @@ def _read_xml(
     root: Path,
     tolerance: float,
     names: list[str] | None,
-    allow_outside: bool,
+    guards: tuple[RootGuard, RootGuard],
     max_pixels: int | None,
 ) -> tuple[ImageRecord | None, list[str], list[Defect]]:
-    why = inside_root(xml, root / "Annotations", allow_outside)
+    why = guards[0].why(xml)
     if why:
         return None, [], [Defect("outside_root", xml, None, f"annotation {why}")]
     try:
@@ -216,7 +217,7 @@ def _read_xml(
         img = (root / "JPEGImages" / filename).absolute()
     except (ValueError, OSError) as e:
         return None, [], [Defect("malformed_file", xml, None, f"<filename> {filename!r:.80}: {e}")]
-    why = inside_root(img, root / "JPEGImages", allow_outside)
+    why = guards[1].why(img)
     if why:
         return None, [], [Defect("outside_root", xml, None, f"<filename> {filename!r:.80}: {why}", img)]
     if not is_file(img):

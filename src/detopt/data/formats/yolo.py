@@ -18,9 +18,9 @@ import yaml
 from detopt.data.defects import (
     IMAGE_SUFFIXES,
     Defect,
+    RootGuard,
     boxes_array,
     check_box,
-    inside_root,
     is_dir,
     is_file,
     parse_float,
@@ -92,12 +92,10 @@ def read_data_yaml(path: Path) -> tuple[Path, list[str], dict[str, list[Path]]]:
     return root, names, splits
 
 
-def _list_images(
-    entry: Path, yaml_path: Path, root: Path, allow_outside: bool, defects: list[Defect]
-) -> list[Path]:
+def _list_images(entry: Path, yaml_path: Path, guard: RootGuard, defects: list[Defect]) -> list[Path]:
     """Image files of a split entry: a folder (searched recursively) or a text file of image paths.
 
-    A listed path that resolves outside ``root`` is an ``outside_root`` defect (file and line of the
+    A listed path that resolves outside the guard's root is an ``outside_root`` defect (file and line of the
     list) and left out; folder contents are checked image by image in :func:`_read_one`.
     """
     if is_dir(entry):
@@ -119,7 +117,7 @@ def _list_images(
             except (ValueError, OSError) as e:
                 defects.append(Defect("malformed_file", entry, k, f"not a path: {line!r:.80} ({e})"))
                 continue
-            why = inside_root(p, root, allow_outside)
+            why = guard.why(p)
             if why:
                 defects.append(Defect("outside_root", entry, k, why, p.absolute()))
                 continue
@@ -201,10 +199,11 @@ def read_yolo(
     path = Path(yaml_path)
     root, names, split_entries = read_data_yaml(path)
     base = path.parent.absolute()
+    guard = RootGuard(base, allow_outside_root)
     nc = len(names)
     defects: list[Defect] = []
     splits: dict[str, list[ImageRecord]] = {}
-    why = inside_root(root, base, allow_outside_root)
+    why = guard.why(root)
     if why:
         defects.append(Defect("outside_root", path, None, f"'path': {why}"))
     for split, entries in split_entries.items():
@@ -212,15 +211,15 @@ def read_yolo(
         for entry in entries:
             if why:
                 continue
-            outside = inside_root(entry, base, allow_outside_root)
+            outside = guard.why(entry)
             if outside:
                 defects.append(Defect("outside_root", path, None, f"'{split}': {outside}"))
                 continue
-            images = _list_images(entry, path, base, allow_outside_root, defects)
+            images = _list_images(entry, path, guard, defects)
             if is_dir(entry):
                 defects.extend(_labels_without_images(entry, images))
             for img in images:
-                rec, found = _read_one(img, nc, tolerance, base, allow_outside_root, max_pixels)
+                rec, found = _read_one(img, nc, tolerance, guard, max_pixels)
                 defects.extend(found)
                 if rec is not None:
                     records.append(rec)
@@ -229,10 +228,10 @@ def read_yolo(
 
 
 def _read_one(
-    img: Path, nc: int, tolerance: float, root: Path, allow_outside: bool, max_pixels: int | None
+    img: Path, nc: int, tolerance: float, guard: RootGuard, max_pixels: int | None
 ) -> tuple[ImageRecord | None, list[Defect]]:
     img = img.absolute()
-    why = inside_root(img, root, allow_outside)
+    why = guard.why(img)
     if why:
         return None, [Defect("outside_root", img, None, why, img)]
     if not is_file(img):
@@ -242,7 +241,7 @@ def _read_one(
         return None, [bad]
     w, h = size
     lp = label_path(img)
-    why = inside_root(lp, root, allow_outside)
+    why = guard.why(lp)
     if why:
         return None, [Defect("outside_root", lp, None, f"label file {why}", img)]
     try:
