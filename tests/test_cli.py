@@ -1,13 +1,40 @@
+import re
 import subprocess
 import sys
 
+import pytest
+
 from detopt.cli import main
+
+# every command that works, with a test of its own (tests/): the help must list exactly these
+COMMANDS = {"info", "eval", "data", "anchors", "train", "val", "predict", "export", "demo"}
+DATA_COMMANDS = {"synth", "convert", "validate", "stats", "split", "preview"}
+
+
+def _listed(help_text: str) -> set[str]:
+    """Sub-command names of an argparse help page (the indented ``name   help`` rows)."""
+    return set(re.findall(r"^    ([a-z]+)\s{2,}\S", help_text, flags=re.M))
 
 
 def test_help_lists_only_working_commands(capsys):
     assert main([]) == 0
+    assert _listed(capsys.readouterr().out) == COMMANDS
+    with pytest.raises(SystemExit) as e:
+        main(["data", "--help"])
+    assert e.value.code == 0
+    assert _listed(capsys.readouterr().out) == DATA_COMMANDS
+
+
+ALL = [[c] for c in sorted(COMMANDS)] + [["data", c] for c in sorted(DATA_COMMANDS)]
+
+
+@pytest.mark.parametrize("argv", ALL)
+def test_every_command_has_a_help_page(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "info" in out
+    assert out.startswith(f"usage: detopt {' '.join(argv)}") and len(out.splitlines()) > 3
 
 
 def test_info_prints_versions(capsys):
@@ -35,8 +62,6 @@ def _write_world(tmp_path, **kw):
 
 def test_eval_prints_tables_and_writes_json_and_plots(tmp_path, capsys):
     import json
-
-    import pytest
 
     from detopt.evaluation import evaluate_coco
 
@@ -77,8 +102,6 @@ def test_eval_reports_skipped_predictions(tmp_path, capsys):
 
 
 def test_eval_rejects_uncomputed_iou_threshold(tmp_path, capsys):
-    import pytest
-
     _write_world(tmp_path)
     with pytest.raises(SystemExit):
         main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),

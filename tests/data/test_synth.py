@@ -55,6 +55,48 @@ def test_classes_sizes_occlusion(scenes):
     )
 
 
+def test_each_box_is_the_bounding_box_of_its_visible_pixels(monkeypatch):
+    """Scenes painted with one unique flat colour per object (same shapes, occlusion and paint
+    order; no texture, lighting or noise): each object's box is exactly the bounding box of the
+    pixels of its colour, and its area their count."""
+    import detopt.data.synth as synth
+
+    painted: dict[int, tuple[int, int, int]] = {}
+    count = [0]
+    real_pair, real_paint = synth._colour_pair, synth._paint
+
+    def unique_pair(rng):
+        real_pair(rng)  # the same random draws as a real scene
+        count[0] += 1
+        k = count[0]
+        c = np.array([k % 256, (k // 256) % 256, 77], np.float32)  # the background is (0, 0, 0)
+        return c, c.copy()
+
+    def recording_paint(img, ids, mask, ox, oy, kind, c1, c2, *rest):
+        new_id = rest[-2]
+        if new_id:
+            painted[new_id] = tuple(int(v) for v in c1)
+        real_paint(img, ids, mask, ox, oy, 0, c1, c2, *rest)  # flat
+
+    monkeypatch.setattr(synth, "_colour_pair", unique_pair)
+    monkeypatch.setattr(synth, "_paint", recording_paint)
+    gen = SceneGenerator(160, 5)
+    gen.backgrounds = [np.zeros((320, 320, 3), np.uint8)]
+    gen._finish = lambda img, shift, rng: img
+    n_objects = n_not_rectangles = 0
+    for i in range(40):
+        painted.clear()
+        img, objs = gen.render("train", i)
+        assert len(objs) == len(painted)
+        for j, o in enumerate(objs, 1):
+            ys, xs = np.nonzero((img == np.array(painted[j], np.uint8)).all(-1))
+            assert o.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (i, j)
+            assert o.area == len(xs)
+            n_objects += 1
+            n_not_rectangles += o.area < (o.box[2] - o.box[0]) * (o.box[3] - o.box[1])
+    assert n_objects > 150 and n_not_rectangles > 20
+
+
 def test_boxes_and_masks_are_the_visible_pixels(scenes):
     for img, objs in scenes[:30]:
         assert img.shape == (320, 320, 3) and img.dtype == np.uint8

@@ -1,6 +1,7 @@
 """Contract tests over every registered model: shapes per level, train == eval structure, a
 forward + backward step through the criterion, parameter / FLOP counts."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from detopt.models import (
     create_model,
     list_models,
 )
+from detopt.ops import postprocess
 
 NC = 3
 
@@ -98,17 +100,51 @@ def test_yolo_n_matches_yolov8n_size():
     assert count_flops(model, 640) / 1e9 == pytest.approx(8.7, rel=0.1)
 
 
-def test_postprocessor_returns_detections_per_image():
-    torch.manual_seed(0)
+def _decode_reference(outputs, strides, reg_max):
+    """Independent float64 decode of YOLOv8-style outputs: per level, row-major cells; a cell's
+    point is ``((x + 0.5)·s, (y + 0.5)·s)``; each side's distance is the softmax expectation of
+    its ``reg_max`` bins times the stride. Returns ``(boxes [B, A, 4], class probs [B, A, C])``."""
+    boxes, probs = [], []
+    for o, s in zip(outputs, strides, strict=True):
+        o = o.double().numpy()
+        b, _, h, w = o.shape
+        logits = o[:, : 4 * reg_max].reshape(b, 4, reg_max, h, w)
+        p = np.exp(logits - logits.max(2, keepdims=True))
+        p /= p.sum(2, keepdims=True)
+        dist = (p * np.arange(reg_max)[None, None, :, None, None]).sum(2) * s  # [B, 4, H, W]
+        cy, cx = np.meshgrid((np.arange(h) + 0.5) * s, (np.arange(w) + 0.5) * s, indexing="ij")
+        xyxy = np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], -1)
+        boxes.append(xyxy.reshape(b, h * w, 4))
+        cls = o[:, 4 * reg_max :].reshape(b, -1, h * w).transpose(0, 2, 1)
+        probs.append(1 / (1 + np.exp(-cls)))
+    return np.concatenate(boxes, 1), np.concatenate(probs, 1)
+
+
+@pytest.mark.parametrize("method,multi_label", [("nms", False), ("soft_nms_gaussian", False),
+                                                ("diou_nms", False), ("nms", True)])
+def test_postprocessor_equals_postprocess_of_an_independent_decode(method, multi_label):
     model = create_model("yolo-p", NC).eval()
     with torch.no_grad():
-        out = model(torch.rand(3, 3, 64, 64))
-    dets = Postprocessor(model.strides, model.reg_max, score_thr=0.0, max_det=7)(out)
-    assert len(dets) == 3
-    for d in dets:
-        assert len(d) == 7
-        assert (d.scores[:-1] >= d.scores[1:]).all()
-        assert d.labels.max() < NC
+        shapes = [o.shape for o in model(torch.rand(3, 3, 64, 96))]
+    g = torch.Generator().manual_seed(0)  # raw outputs with distinct scores (no ties to break)
+    out = [torch.randn(*sh, generator=g) * 2 for sh in shapes]
+    post = Postprocessor(model.strides, model.reg_max, method=method, score_thr=0.3, iou_thr=0.5,
+                         max_det=20, multi_label=multi_label)
+    dets = post(out)
+    boxes, probs = _decode_reference(out, model.strides, model.reg_max)
+    assert len(dets) == 3 and boxes.shape[1] == sum(o.shape[2] * o.shape[3] for o in out)
+    for i, d in enumerate(dets):
+        b32 = boxes[i].astype(np.float32)
+        if multi_label:
+            want = postprocess(b32, probs[i].astype(np.float32), method=method, score_thr=0.3, iou_thr=0.5,
+                               max_det=20)
+        else:
+            want = postprocess(b32, probs[i].max(1).astype(np.float32), probs[i].argmax(1), method=method,
+                               score_thr=0.3, iou_thr=0.5, max_det=20)
+        assert 0 < len(d) == len(want)
+        np.testing.assert_allclose(d.boxes.numpy(), want.boxes, atol=2e-4)
+        np.testing.assert_allclose(d.scores.numpy(), want.scores, rtol=1e-5)
+        np.testing.assert_array_equal(d.labels.numpy(), want.labels)
 
 
 def test_bad_input_shape():

@@ -52,12 +52,48 @@ def test_every_method_returns_sorted_detections_and_tensor_io(preds, method):
     np.testing.assert_array_equal(tdet.labels.numpy(), det.labels)
 
 
-def test_soft_method_equals_soft_nms_per_class():
-    b, s, lab = detector_like_boxes(200, per_object=10, n_classes=1, seed=4)
-    det = postprocess(b, s, lab, method="soft_nms_linear", score_thr=0.01, iou_thr=0.3)
-    keep, new = soft_nms(b, s, 0.3, 0.5, 0.01, "linear")
-    np.testing.assert_array_equal(det.boxes, b[keep][:300])
-    np.testing.assert_array_equal(det.scores, new[:300])
+def _reference(method: str, b: np.ndarray, s: np.ndarray, lab: np.ndarray | None, score_thr: float,
+               iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into the candidates, scores) by decreasing score: the float64 reference of one
+    method on the candidates above ``score_thr``, per class when ``lab`` is given."""
+    cand = np.flatnonzero(s > score_thr)
+    b, s = b[cand].astype(np.float64), s[cand].astype(np.float64)
+    lab = None if lab is None else lab[cand]
+    if method == "nms":
+        keep = ref.greedy_nms(b, s, iou_thr, lab)
+        return cand[keep], s[keep]
+    if method == "diou_nms":
+        keep = ref.greedy_nms(b, s, iou_thr, lab, diou_beta=1.0)
+        return cand[keep], s[keep]
+    if method.startswith("soft_nms"):
+        keep, kept = ref.soft_nms(b, s, iou_thr, 0.5, score_thr, method.rsplit("_", 1)[1], lab)
+        return cand[keep], kept
+    assert method == "matrix_nms"
+    new = ref.matrix_nms(b, s, lab, "gaussian", 2.0)
+    order = sorted(np.flatnonzero(new > score_thr), key=lambda i: (-new[i], i))
+    return cand[order], new[order]
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+@pytest.mark.parametrize("method", ["nms", "diou_nms", "soft_nms_gaussian", "soft_nms_linear", "matrix_nms"])
+def test_every_method_equals_its_float64_reference(method, agnostic):
+    """Per class (4 classes, overlapping objects of different classes) and class-agnostic: the same
+    boxes, labels and scores as the brute-force float64 reference of the method."""
+    b, s, lab = detector_like_boxes(160, per_object=8, n_classes=4, seed=5)
+    b[8:16] = b[:8] + 1.5  # a second object of another class on top of the first: per class matters
+    lab[8:16] = (lab[:8] + 1) % 4
+    assert len(np.unique(lab)) >= 3
+    det = postprocess(b, s, lab, method=method, score_thr=0.05, iou_thr=0.45, max_det=10_000,
+                      agnostic=agnostic)
+    idx, scores = _reference(method, b, s, None if agnostic else lab, 0.05, 0.45)
+    assert len(det) == len(idx) > 0
+    np.testing.assert_array_equal(det.boxes, b[idx])
+    np.testing.assert_array_equal(det.labels, lab[idx])
+    np.testing.assert_allclose(det.scores, scores, rtol=2e-6)
+    # the grouping is visible: per-class and agnostic results differ on these candidates
+    other = postprocess(b, s, lab, method=method, score_thr=0.05, iou_thr=0.45, max_det=10_000,
+                        agnostic=not agnostic)
+    assert len(other) != len(det) or not np.array_equal(other.boxes, det.boxes)
 
 
 def test_wbf_method_matches_ensemble_boxes_single_model():
