@@ -3,7 +3,7 @@ import pytest
 import torch
 from ensemble_boxes import weighted_boxes_fusion as eb_wbf
 
-from detopt.ops import POSTPROCESS_METHODS, batched_nms, nms, postprocess, soft_nms
+from detopt.ops import POSTPROCESS_METHODS, batched_nms, nms, postprocess
 from detopt.structures import Detections
 from detopt.testing import detector_like_boxes
 from tests.reference import ops_reference as ref
