@@ -68,10 +68,19 @@ def check_boxes(
     min_visible: float = 0.1,
     min_size: float = 2.0,
     area_scale: float | None = None,
-) -> None:
+    sources: list[np.ndarray] | None = None,
+) -> int:
     """Every returned box matches its object's visible pixels within ``tol`` px; every dropped
     object is hidden (fewer pixels than ``min_visible`` of its scaled area, plus an edge margin)
-    or too small; nothing crosses the border."""
+    or too small; nothing crosses the border.
+
+    ``area_scale`` (how the transform scaled areas) is measured when not given: the median, over
+    the kept objects away from the border, of their pixels after / before (``sources``: the
+    images the objects come from, default ``before.image``).
+
+    Returns:
+        how many dropped, still visible objects were checked to be hidden.
+    """
     h, w = after.size
     b = after.boxes
     assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
@@ -89,6 +98,19 @@ def check_boxes(
             np.testing.assert_allclose(box, px, atol=tol + 3.0, err_msg=f"object {i} (border)")
         else:
             np.testing.assert_allclose(box, px, atol=tol, err_msg=f"object {i}")
+    if area_scale is None:
+        original = {}
+        for img in sources if sources is not None else [before.image]:
+            for i, (_, c) in visible_boxes(img, len(before.labels)).items():
+                original[i] = original.get(i, 0) + c
+        ratios = [
+            vis[i][1] / original[i]
+            for box, i in zip(after.boxes, after.labels, strict=True)
+            if original.get(i) and box[0] > tol + 1 and box[1] > tol + 1 and box[2] < w - tol - 1
+            and box[3] < h - tol - 1
+        ]
+        area_scale = float(np.median(ratios)) if ratios else None
+    checked = 0
     for i in set(vis) - set(after.labels.tolist()):
         vb, count = vis[i]
         vw, vh = vb[2] - vb[0], vb[3] - vb[1]
@@ -98,3 +120,5 @@ def check_boxes(
             ob = before.boxes[i]
             full = (ob[2] - ob[0]) * (ob[3] - ob[1]) * area_scale
             assert count <= min_visible * full + 2 * (vw + vh), f"object {i} dropped but {count} px visible"
+            checked += 1
+    return checked

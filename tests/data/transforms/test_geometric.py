@@ -88,10 +88,13 @@ def test_box_filter_drops_mostly_hidden_and_small():
 def test_random_resized_crop():
     rng = np.random.default_rng(5)
     s = make_scene(rng, masks=True)
-    for _ in range(10):
-        out = random_resized_crop(s, rng, (96, 96), interpolation=NEAREST)
+    dropped = 0
+    for k in range(40):  # small crops cut objects: the dropped ones must be mostly hidden
+        scale = (0.25, 1.0) if k < 10 else (0.05, 0.3)
+        out = random_resized_crop(s, rng, (96, 96), scale=scale, interpolation=NEAREST)
         assert out.size == (96, 96)
-        check_boxes(s, out, tol=1.5)
+        dropped += check_boxes(s, out, tol=1.5)
+    assert dropped > 0
 
 
 transforms_st = st.lists(st.sampled_from(["hflip", "vflip", "affine", "crop"]), min_size=1, max_size=4)
