@@ -66,9 +66,17 @@ def test_readme_training_commands_run(tmp_path):
 
     _run_bash_block("detopt train --data runs/shapes-t", tmp_path)
     assert (tmp_path / "runs/train-t/results.csv").read_text().count("\n") == 4  # header + 3 epochs
-    assert json.loads((tmp_path / "runs/val-t.json").read_text())
+    val = json.loads((tmp_path / "runs/val-t.json").read_text())
+    pred = json.loads((tmp_path / "runs/pred-t.json").read_text())
     assert (tmp_path / "runs/train-t/model.safetensors").is_file()
     assert len(list((tmp_path / "runs/pred-t").glob("*.png"))) == 8
+
+    # hard NMS keeps a box by what scores above it only: predict at --conf 0.01 (the export) is
+    # exactly val at 0.001 (the checkpoint) above 0.01
+    def key(records):
+        return sorted((r["file_name"], r["category_id"], tuple(r["bbox"]), r["score"]) for r in records)
+
+    assert pred and key(pred) == key([r for r in val if r["score"] > 0.01])
 
 
 def test_readme_layout_commands_run(tmp_path):

@@ -172,23 +172,61 @@ def test_train_val_predict_export_commands(synth_dir, tmp_path, capsys):
     assert {"epoch", "train/box", "train/cls", "train/dfl", "lr", "img/s", "metrics/AP"} <= set(header)
 
     preds = tmp_path / "preds.json"
+    post = ["--conf", "0.01", "--iou", "0.6"]
     assert main(["val", "--weights", str(run / "best.pt"), "--data", str(data), "--save-json", str(preds),
-                 "--plots", str(tmp_path / "plots")]) == 0
-    records = json.loads(preds.read_text())
+                 "--plots", str(tmp_path / "plots"), *post]) == 0
+    val_records = json.loads(preds.read_text())
     keys = {"image_id", "category_id", "bbox", "score", "file_name"}
-    assert records and all(keys <= set(r) for r in records)
+    assert val_records and all(keys <= set(r) for r in val_records)
     assert (tmp_path / "plots" / "pr_curve.png").is_file()
 
     st = tmp_path / "m.safetensors"
     assert main(["export", "--weights", str(run / "best.pt"), "--out", str(st)]) == 0
-    drawn = tmp_path / "drawn"
-    pj = tmp_path / "p.json"
     src = synth_dir / "images" / "val"
-    assert main(["predict", "--weights", str(st), "--source", str(src), "--out", str(drawn),
-                 "--save-json", str(pj), "--conf", "0.01"]) == 0
-    n_images = len(list(src.glob("*.*")))
-    assert len(list(drawn.glob("*.png"))) == n_images
-    assert all(r["file_name"] for r in json.loads(pj.read_text()))
+    by_weights = {}
+    for w in (run / "best.pt", st):
+        drawn, pj = tmp_path / f"drawn-{w.suffix[1:]}", tmp_path / f"p-{w.suffix[1:]}.json"
+        assert main(["predict", "--weights", str(w), "--source", str(src), "--out", str(drawn),
+                     "--save-json", str(pj), *post]) == 0
+        assert len(list(drawn.glob("*.png"))) == len(list(src.glob("*.*")))
+        by_weights[w.suffix] = json.loads(pj.read_text())
+
+    def key(records):
+        return sorted((r["file_name"], r["category_id"], tuple(r["bbox"]), r["score"]) for r in records)
+
+    # the same detections from val, predict on the checkpoint and predict on the export
+    assert key(val_records) == key(by_weights[".pt"]) == key(by_weights[".safetensors"])
+
+
+def test_predict_boxes_are_in_original_image_pixels(synth_dir, tmp_path):
+    """A 128 x 96 image letterboxed to 64: scale 1/2, 8 px of padding above and below. The
+    records are the network's boxes mapped back by hand: (x / 0.5, (y - 8) / 0.5)."""
+    import cv2
+    import numpy as np
+
+    from detopt.inference import Predictor
+    from detopt.models import Postprocessor, create_model
+
+    torch.manual_seed(0)
+    model = create_model("yolo-p", 8).eval()
+    img = cv2.imread(str(sorted((synth_dir / "images" / "val").iterdir())[0]))[:96]
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), img)
+    post = Postprocessor(model.strides, model.reg_max, score_thr=0.0, max_det=40)
+    records = Predictor(model, [str(i) for i in range(8)], 64, post).predict_to(path)
+    assert len(records) == 40
+    small = cv2.resize(img, (64, 48), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((64, 64, 3), 114, np.uint8)
+    canvas[8:56] = small
+    x = torch.from_numpy(np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
+    with torch.no_grad():
+        net = post(model(x))[0]
+    boxes = (net.boxes.numpy().astype(np.float64) - [0, 8, 0, 8]) / 0.5
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, 128)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, 96)
+    got = np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (r["bbox"] for r in records)])
+    np.testing.assert_allclose(got, boxes, atol=2e-3)
+    assert [r["score"] for r in records] == [round(float(v), 5) for v in net.scores]
 
 
 def test_commands_reject_bad_input(synth_dir, tmp_path, capsys):
