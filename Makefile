@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detopt-installed
 
-.PHONY: demo demo-quick test bench lint browser clean
+.PHONY: demo demo-quick test test-thorough bench lint browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ browser:
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# Local: hypothesis draws new examples each run, ten times as many (CI uses the derandomized profile).
+test-thorough: $(STAMP)
+	DETOPT_HYPOTHESIS=thorough $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_postprocess.py

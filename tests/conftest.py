@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.hyp  # noqa: F401 - loads the hypothesis profile (ci: derandomized) before any test
 from detopt.data.synth import write_synthetic
 
 

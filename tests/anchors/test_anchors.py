@@ -21,6 +21,7 @@ from detopt.cli import main
 from detopt.errors import DetoptInputError
 from detopt.ops import box_iou
 from detopt.structures.records import ImageRecord
+from tests.hyp import examples
 
 
 def test_generator_layout_sizes_and_ratios():
@@ -102,7 +103,7 @@ def test_kmeans_deterministic_and_evolution_never_worse():
     assert a.mean_best_iou >= start.mean_best_iou and a.bpr >= start.bpr and a.fitness >= start.fitness
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=examples(6), deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.2, 1.2), st.sampled_from([0.0, 0.8, -0.8]))
 def test_iou_kmeans_not_worse_than_euclidean(seed, spread, skew):
     """Mean best IoU of ours >= the Euclidean baseline, on log-normal sizes with skewed aspects."""

@@ -17,6 +17,7 @@ from detopt.assign import (
     TaskAlignedAssigner,
 )
 from detopt.errors import DetoptInputError
+from tests.hyp import examples
 from tests.reference import assign_reference as ref
 
 F64 = torch.float64
@@ -253,7 +254,7 @@ ALL = [MaxIoUAssigner, ATSSAssigner, TaskAlignedAssigner, SimOTAAssigner, Hungar
 
 
 @pytest.mark.parametrize("cls", ALL)
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 4))
 def test_invariants(cls, seed, n):
     """Each anchor at most one GT (by construction), padding never assigned, every GT of a

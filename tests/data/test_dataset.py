@@ -15,6 +15,7 @@ from detopt.data.formats import read_dataset
 from detopt.data.transforms import letterbox, letterbox_meta, unletterbox_boxes
 from detopt.errors import DetoptDataError
 from detopt.structures.records import ImageRecord
+from tests.hyp import examples
 
 
 def _painted_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -24,7 +25,7 @@ def _painted_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(
     h=st.integers(8, 400),
     w=st.integers(8, 400),

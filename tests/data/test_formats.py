@@ -17,6 +17,7 @@ from detopt.data.formats.yolo import label_path
 from detopt.errors import DetoptDataError
 from detopt.structures.records import DatasetRecords, ImageRecord
 from tests.data.conftest import write_image
+from tests.hyp import examples
 
 
 def _by_name(ds: DatasetRecords) -> dict[str, ImageRecord]:
@@ -94,7 +95,8 @@ def test_coco_to_coco_keeps_masks_crowd_and_image_ids(tiny_coco, synth_dir, tmp_
     assert_same_objects(t0, t1)  # VOC's difficult flag carries COCO's crowd flag
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(w=st.integers(1, 1600), h=st.integers(1, 1600), data=st.data())
 def test_round_trip_random_boxes_each_format(tmp_path_factory, w, h, data):
     n = data.draw(st.integers(0, 6))

@@ -26,6 +26,7 @@ from detopt.data.validate import validate_dataset
 from detopt.errors import DetoptDataError, DetoptError
 from detopt.structures.records import ImageRecord
 from tests.data.conftest import write_huge_png, write_image
+from tests.hyp import examples
 
 SECRET = "TOP-SECRET-CREDENTIAL-1234"
 
@@ -309,7 +310,8 @@ def _check_property(src: Path, root: Path, tmp_path: Path) -> None:
         assert SECRET not in "\n".join(first.lines())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     names=st.lists(_TRICKS, min_size=1, max_size=5),
     nums=st.lists(_NUMBERS, min_size=6, max_size=6),
@@ -332,7 +334,8 @@ def test_hostile_coco_property(tmp_path_factory, names, nums, cat_name, nest):
     _check_property(root / "train.json", root, tmp)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     entries=st.lists(_TRICKS, min_size=1, max_size=4),
     label=st.text(max_size=60),
@@ -349,7 +352,8 @@ def test_hostile_yolo_property(tmp_path_factory, entries, label, path_key):
     _check_property(root / "data.yaml", root, tmp)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     filename=_TRICKS,
     ids=st.lists(_TRICKS, min_size=1, max_size=3),
@@ -398,7 +402,8 @@ def test_a_million_empty_annotations_and_deep_nesting(tmp_path):
         read_dataset(root / "data.yaml")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(st.sampled_from(["a", "b", "in", "out", "..", ".", "x.jpg", "loop"]), min_size=1,
                       max_size=7),
        absolute=st.booleans())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from detopt.data.formats import read_dataset
 from detopt.data.split import split_dataset, stratified_split
 from detopt.data.stats import dataset_stats
 from detopt.structures.records import DatasetRecords, ImageRecord
+from tests.data.test_formats import assert_same_objects
 
 
 def test_stats_match_a_brute_force_count(synth_dir, tiny_coco):
@@ -135,7 +137,26 @@ def test_data_commands_end_to_end(synth_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(convert) == 2 and "outside_root" in capsys.readouterr().err
     assert main([*convert, "--allow-outside-root"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    assert f"wrote {tmp_path / 'voc'} (voc): 50 images" in capsys.readouterr().out
+    voc, defects, _ = read_dataset(tmp_path / "voc")
+    assert not defects and {k: len(v) for k, v in voc.splits.items()} == {"train": n_train, "val": n_val}
+    assert_same_objects(ds, voc, tol=1e-3)  # the copy reads back as the source
+    # two defective images: --skip-invalid leaves exactly them out and counts them
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "voc", bad)
+    victims = sorted((bad / "JPEGImages").iterdir())[:2]
+    victims[0].write_bytes(b"")
+    victims[1].write_bytes(victims[1].read_bytes()[:100])
+    to_yolo = ["data", "convert", str(bad), str(tmp_path / "y"), "--to", "yolo"]
+    assert main(to_yolo) == 2 and not (tmp_path / "y").exists()
+    assert "2 defects (2 unreadable_image)" in capsys.readouterr().err
+    assert main([*to_yolo, "--skip-invalid"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 2 defective images (2 defects: 2 unreadable_image); 48 images kept" in err
+    assert "(yolo): 48 images" in out
+    y, _, _ = read_dataset(tmp_path / "y")
+    kept = {r.path.name for r in y.all_records()}
+    assert kept == {r.path.name for r in voc.all_records()} - {v.name for v in victims}
     assert main([*convert, "--allow-outside-root"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*convert, "--allow-outside-root", "--overwrite"]) == 0

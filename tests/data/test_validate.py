@@ -16,6 +16,7 @@ from detopt.cli import main
 from detopt.data.defects import DEFECT_KINDS
 from detopt.data.validate import validate_dataset
 from tests.data.conftest import write_huge_png, write_image
+from tests.hyp import examples
 
 # label text -> (kind, line) of the one defect it holds
 YOLO_BAD_LABELS = {
@@ -241,7 +242,8 @@ def test_the_corpora_cover_every_defect_kind(bad_yolo, bad_coco, tmp_path):
     assert kinds == set(DEFECT_KINDS)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=st.sampled_from(list("0123456789.-+e nainf\t\n#x")), max_size=80))
 def test_any_label_text_gives_a_report_never_an_exception(tmp_path_factory, text):
     root = tmp_path_factory.mktemp("fuzz")

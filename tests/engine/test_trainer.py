@@ -141,6 +141,9 @@ def test_time_budget_sets_the_epochs(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_hold_identical_weights(tmp_path):
+    """Each epoch the two ranks load disjoint halves of the training set (together all of it), yet
+    end with identical weights: the gradients were all-reduced (without the all-reduce their
+    different shards would give different weights; without sharding the halves would overlap)."""
     data = tmp_path / "d"
     write_synthetic(data, train=16, val=2, imgsz=64, seed=5)
     out = tmp_path / "run"
@@ -148,6 +151,11 @@ def test_ddp_two_gloo_processes_hold_identical_weights(tmp_path):
            str(Path(__file__).with_name("ddp_worker.py")), str(data / "data.yaml"), str(out)]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    seen = [json.loads((out / f"seen{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 2  # epochs
+    for a, b in zip(*seen, strict=True):
+        assert len(a) == len(b) == 8 and not set(a) & set(b) and set(a) | set(b) == set(range(16))
+    assert seen[0][0] != seen[0][1]  # reshuffled each epoch
     w0, w1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert w0.keys() == w1.keys()
     for k in w0:

@@ -15,6 +15,7 @@ from detopt.errors import DetoptInputError
 from detopt.evaluation import COCO_AREA_RANGES, DetoptEvalWarning, evaluate_coco
 from detopt.testing import synthetic_coco
 from tests.evaluation.conftest import assert_same_as_pycoco, pycoco_eval
+from tests.hyp import examples
 
 # --------------------------------------------------------------------------- seeded worlds
 CASES = {
@@ -116,7 +117,7 @@ def small_worlds(draw):
     return gt, dt, max_dets
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_worlds())
 def test_hypothesis_matches_pycocotools(world) -> None:
     gt, dt, max_dets = world
@@ -127,7 +128,7 @@ def test_hypothesis_matches_pycocotools(world) -> None:
     assert_same_as_pycoco(result, ev, stats_from=0 if max_dets[-1] == 100 else 1)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(small_worlds(), st.randoms(use_true_random=False))
 def test_image_and_category_listing_order_does_not_matter(world, rnd) -> None:
     gt, dt, max_dets = world

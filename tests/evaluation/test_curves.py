@@ -14,6 +14,7 @@ from detopt.evaluation.curves import confusion_matrix, f1_curve, pr_curves
 from detopt.evaluation.plots import save_plots
 from detopt.testing import synthetic_coco
 from tests.evaluation.conftest import pycoco_eval
+from tests.hyp import examples
 from tests.reference import eval_reference as ref
 
 
@@ -133,7 +134,7 @@ def test_bad_curve_arguments(world) -> None:
         confusion_matrix(r, iou_threshold=1.5)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(0, 10_000), st.integers(0, 12), st.integers(0, 25), st.sampled_from([0.5, 0.75]))
 def test_image_outcomes_against_pycocotools_matching(seed, n_gt, n_dt, iou) -> None:
     """TP flags and matched ground truth equal pycocotools' dtMatches / gtMatches of one image."""

@@ -19,6 +19,7 @@ from detopt.losses import (
     varifocal_loss,
 )
 from detopt.ops import box_iou, complete_box_iou, distance_box_iou, generalized_box_iou
+from tests.hyp import examples
 from tests.reference import loss_reference as ref
 
 T = torch.tensor
@@ -260,7 +261,7 @@ def test_shape_errors():
 coord = st.floats(-50, 150, allow_nan=False, width=64)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(st.lists(coord, min_size=8, max_size=8))
 def test_box_losses_properties(v):
     a = T([[min(v[0], v[2]), min(v[1], v[3]), max(v[0], v[2]), max(v[1], v[3])]], dtype=F64)

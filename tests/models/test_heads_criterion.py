@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from detopt.assign import TaskAlignedAssigner
 from detopt.errors import DetoptInputError
 from detopt.models import DetectionCriterion, create_model, decode_outputs, dfl_expectation, pad_targets
+from tests.hyp import examples
 from tests.reference.loss_reference import box_loss, dfl
 
 
@@ -64,7 +65,7 @@ def test_initial_box_is_about_two_strides_wide():
     np.testing.assert_allclose(cls_bias.numpy(), math.log(5 / 3 / (640 / 8) ** 2), rtol=1e-6)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.integers(0, 3), max_size=12), st.integers(4, 5))
 def test_pad_targets_round_trip(batch_index, b):
     n = len(batch_index)

@@ -14,6 +14,7 @@ from detopt.ops import (
     distance_box_iou,
     generalized_box_iou,
 )
+from tests.hyp import examples
 from tests.reference import ops_reference as ref
 
 PAIRWISE = [
@@ -78,7 +79,7 @@ box_arrays = arrays(np.float64, st.tuples(st.integers(0, 12), st.just(4)),
                     elements=st.floats(-1e3, 1e3, allow_nan=False, width=64))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(box_arrays, st.sampled_from(["xywh", "cxcywh"]))
 def test_box_convert_round_trip(boxes, fmt):
     back = box_convert(box_convert(boxes, "xyxy", fmt), fmt, "xyxy")

@@ -19,6 +19,7 @@ from detopt.ops import (
     soft_nms,
 )
 from detopt.testing import detector_like_boxes
+from tests.hyp import examples
 from tests.ops.conftest import make_case, uniform_boxes
 from tests.reference import ops_reference as ref
 
@@ -256,7 +257,7 @@ def scenes(draw):
     return b, s, lab
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(scenes(), st.floats(0.0, 0.95))
 def test_property_kept_boxes_never_overlap_above_threshold(scene, thr):
     b, s, lab = scene
@@ -275,7 +276,7 @@ def test_property_kept_boxes_never_overlap_above_threshold(scene, thr):
             assert (cross > thr).any(1).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(scenes(), st.floats(0.1, 0.9), st.integers(0, 2**31))
 def test_property_permutation_invariance(scene, thr, seed):
     b, s, lab = scene
@@ -287,7 +288,7 @@ def test_property_permutation_invariance(scene, thr, seed):
     np.testing.assert_allclose(matrix_nms(b[perm], s[perm], lab[perm]), matrix_nms(b, s, lab)[perm])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(scenes())
 def test_property_scores_only_decrease(scene):
     b, s, lab = scene

@@ -17,6 +17,7 @@ from detopt.data.transforms import (
     warp,
 )
 from tests.data.transforms.scenes import check_boxes, make_scene
+from tests.hyp import examples
 
 NEAREST = cv2.INTER_NEAREST
 
@@ -100,7 +101,7 @@ def test_random_resized_crop():
 transforms_st = st.lists(st.sampled_from(["hflip", "vflip", "affine", "crop"]), min_size=1, max_size=4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(seed=st.integers(0, 2**31), ops=transforms_st, masks=st.booleans())
 def test_random_compositions_keep_boxes_right(seed, ops, masks):
     rng = np.random.default_rng(seed)
