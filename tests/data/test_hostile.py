@@ -427,3 +427,19 @@ def test_root_guard_agrees_with_the_system(tmp_path_factory, parts, absolute):
     expected = real == os.path.realpath(root) or real.startswith(os.path.realpath(root) + os.sep)
     assert (guard.why(p) is None) == expected, (p, real)
     assert (guard.why(p) is None) == (guard.why(p) is None)  # the cache changes nothing
+
+
+def test_pfm_is_sized_from_its_own_header(tmp_path):
+    """PIL does not read PFM (an IMAGE_SUFFIXES format): its header is parsed by detopt."""
+    import cv2
+    import numpy as np
+
+    from detopt.data.image_io import check_image, read_image_size
+
+    p = tmp_path / "f.pfm"
+    assert cv2.imwrite(str(p), np.random.default_rng(0).random((20, 30, 3)).astype(np.float32))
+    assert read_image_size(p) == (30, 20)
+    assert check_image(p, 30, 20) == ((30, 20), [])
+    assert check_image(p, max_pixels=599)[1][0].kind == "too_large"
+    (tmp_path / "g.pfm").write_bytes(b"PF\nx y\n-1\n")
+    assert check_image(tmp_path / "g.pfm")[1][0].kind == "unreadable_image"

@@ -43,7 +43,7 @@ def read_image_size(path: Path | io.BytesIO) -> tuple[int, int]:
     Raises:
         OSError: the file is missing, empty or not an image.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     with _PIL_LOCK:
         limit = Image.MAX_IMAGE_PIXELS
@@ -51,8 +51,31 @@ def read_image_size(path: Path | io.BytesIO) -> tuple[int, int]:
         try:
             with Image.open(path) as im:
                 return int(im.width), int(im.height)
+        except UnidentifiedImageError:
+            size = _pfm_size(path)  # the one IMAGE_SUFFIXES format PIL does not know
+            if size is None:
+                raise
+            return size
         finally:
             Image.MAX_IMAGE_PIXELS = limit
+
+
+def _pfm_size(path: Path | io.BytesIO) -> tuple[int, int] | None:
+    """``(width, height)`` from a PFM header (``PF``/``Pf``, width, height, scale), or None."""
+    if isinstance(path, io.BytesIO):
+        path.seek(0)
+        head = path.read(64)
+    else:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    fields = head.split()
+    if len(fields) < 4 or fields[0] not in (b"PF", b"Pf"):
+        return None
+    try:
+        w, h = int(fields[1]), int(fields[2])
+    except ValueError:
+        return None
+    return (w, h) if w > 0 and h > 0 else None
 
 
 def too_large(width: int, height: int, max_pixels: int | None) -> str | None:
