@@ -300,7 +300,7 @@ class _Context:
             from detopt.inference import load_weights
             from detopt.tune import collect_candidates
 
-            model, names, _ = load_weights(self.run / "train" / "last.pt")
+            model, names, _, _ = load_weights(self.run / "train" / "last.pt")
             val, _ = dataset_from_source(self.run / "data" / "data.yaml", "val", self.cfg.imgsz)
             self._cands = collect_candidates(
                 model, val, names, resolve_device(self.cfg.device), batch_size=32
