@@ -190,6 +190,10 @@ def test_train_val_predict_export_commands(synth_dir, tmp_path, capsys):
 
     st = tmp_path / "m.safetensors"
     assert main(["export", "--weights", str(run / "best.pt"), "--out", str(st)]) == 0
+    from detopt.inference import load_weights
+
+    exported, ema = load_weights(st).model.state_dict(), load_checkpoint(run / "best.pt")["ema"]["module"]
+    assert exported.keys() == ema.keys() and all(torch.equal(exported[k], ema[k]) for k in ema)  # the EMA
     src = synth_dir / "images" / "val"
     by_weights = {}
     for w in (run / "best.pt", st):
