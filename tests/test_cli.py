@@ -110,7 +110,20 @@ def test_eval_rejects_uncomputed_iou_threshold(tmp_path, capsys):
 
 
 def test_cli_nms_choices_are_the_postprocess_methods():
-    from detopt.cli import _NMS_METHODS
+    from detopt.cli import build_parser
     from detopt.ops.postprocess import METHODS
 
-    assert tuple(_NMS_METHODS) == tuple(METHODS)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for cmd in ("val", "predict"):
+        nms = next(a for a in sub.choices[cmd]._actions if a.dest == "nms")
+        assert tuple(nms.choices) == tuple(METHODS) == (
+            "nms", "soft_nms_linear", "soft_nms_gaussian", "diou_nms", "matrix_nms", "wbf")
+
+
+def test_inference_imports_no_trainer():
+    """``import detopt.inference`` loads the checkpoint reader and the runtime helpers, not the
+    training loop (nor DDP)."""
+    code = "import sys, detopt.inference; print(sorted(m for m in sys.modules if m.startswith('detopt.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "detopt.engine.checkpoint" in out and "detopt.runtime" in out
+    assert "detopt.engine.trainer" not in out and "detopt.tune" not in out

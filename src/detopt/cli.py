@@ -14,8 +14,6 @@ from pathlib import Path
 
 from detopt.errors import DetoptError, DetoptInputError
 
-_NMS_METHODS = ("nms", "soft_nms_gaussian", "soft_nms_linear", "diou_nms", "matrix_nms", "wbf")
-
 
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print versions and machine facts (paste them into bug reports)."""
@@ -579,8 +577,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
     """Evaluate trained weights on a split: COCO metrics, per-class table, JSON, plots."""
     from detopt.data.dataset import dataset_from_source
     from detopt.engine import evaluate_detector
-    from detopt.engine.trainer import resolve_device
     from detopt.inference import load_weights
+    from detopt.runtime import resolve_device
 
     w = load_weights(args.weights)
     imgsz = args.imgsz or w.img_size or 640
@@ -607,8 +605,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in an image or a folder; draw PNGs and write COCO-style JSON."""
-    from detopt.engine.trainer import resolve_device
     from detopt.inference import Predictor, load_weights
+    from detopt.runtime import resolve_device
 
     w = load_weights(args.weights)
     pred = Predictor(w.model, w.names, args.imgsz or w.img_size or 640,
@@ -648,6 +646,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detopt.ops.postprocess import METHOD_REGISTRY
+
     parser = argparse.ArgumentParser(
         prog="detopt",
         description="Make object detectors more accurate and faster.",
@@ -741,7 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--conf", type=_unit_interval, default=conf, help=f"score threshold (default {conf})")
         p.add_argument("--iou", type=_unit_interval, default=0.7, help="NMS IoU threshold (default 0.7)")
         p.add_argument("--max-det", type=_int_at_least(1), default=300)
-        p.add_argument("--nms", default="nms", choices=list(_NMS_METHODS), help="suppression method")
+        p.add_argument("--nms", default="nms", choices=list(METHOD_REGISTRY.names()),
+                       help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY)")
 
     va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
     add_post(va, 0.001)

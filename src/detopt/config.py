@@ -86,7 +86,7 @@ class TrainConfig(BaseModel):
     val: bool = True
     val_split: str = "val"
     val_every: int = Field(1, ge=1)
-    nms: str = "nms"
+    nms: str = Field("nms", description="post-processing method (detopt.ops.postprocess.METHOD_REGISTRY)")
     conf: float = Field(0.001, ge=0, le=1)
     iou: float = Field(0.7, ge=0, le=1)
     max_det: int = Field(300, ge=1)
@@ -99,6 +99,16 @@ class TrainConfig(BaseModel):
     @classmethod
     def _time(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
+
+    @field_validator("nms")
+    @classmethod
+    def _nms(cls, v: str) -> str:
+        from detopt.ops.postprocess import METHOD_REGISTRY
+
+        try:
+            return METHOD_REGISTRY.check(v)
+        except DetoptInputError as e:
+            raise ValueError(str(e)) from None
 
 
 class DemoConfig(BaseModel):

@@ -296,8 +296,8 @@ class _Context:
     def candidates(self):
         if self._cands is None:
             from detopt.data.dataset import dataset_from_source
-            from detopt.engine.trainer import resolve_device
             from detopt.inference import load_weights
+            from detopt.runtime import resolve_device
             from detopt.tune import collect_candidates
 
             model, names, _, _ = load_weights(self.run / "train" / "last.pt")

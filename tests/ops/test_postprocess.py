@@ -115,7 +115,7 @@ def test_empty_input():
 @pytest.mark.parametrize(
     "kw,msg",
     [
-        (dict(method="fast_nms"), "method: expected one of"),
+        (dict(method="fast_nms"), "method: unknown post-processing method 'fast_nms'"),
         (dict(method="wbf", agnostic=True), "agnostic: wbf"),
         (dict(max_det=-1), "max_det, pre_nms_topk: must be >= 0"),
     ],

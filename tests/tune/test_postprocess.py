@@ -136,3 +136,68 @@ def test_candidates_path_equals_the_standard_evaluation(tmp_path):
     assert len(records) > 0
     assert records == preds
     assert run_setting(cands, DEFAULT).ap == pytest.approx(float(res.stats[0]), abs=0)
+
+
+@pytest.fixture
+def toy_method():
+    """A method registered through the registry alone: keep each class's best box only."""
+    from detopt.ops.postprocess import METHOD_REGISTRY, register_method
+
+    @register_method("top1_per_class", label="best box per class", sweep=(0.5,))
+    def top1(b, s, lab, *, iou_thr, score_thr, sigma, agnostic):
+        order = torch.sort(s, descending=True, stable=True).indices
+        b, s, lab = b[order], s[order], lab[order]
+        first = torch.ones_like(lab, dtype=torch.bool)
+        if not agnostic and len(lab):
+            seen = set()
+            for i, v in enumerate(lab.tolist()):
+                first[i] = v not in seen
+                seen.add(v)
+        elif len(lab):
+            first[1:] = False
+        return b[first], s[first], lab[first]
+
+    yield "top1_per_class"
+    METHOD_REGISTRY.remove("top1_per_class")
+
+
+def test_a_method_added_through_the_registry_alone_is_accepted_everywhere(toy_method, world, tmp_path):
+    from detopt.cli import build_parser
+    from detopt.config import TrainConfig
+    from detopt.report.html import _postprocess_section
+
+    b, s, lab = world.boxes[0], world.scores[0], world.labels[0]
+    det = postprocess(b, s, lab, method=toy_method)
+    assert sorted(det.labels.tolist()) == sorted(set(lab[s > 0.001].tolist()))
+    for k in set(lab.tolist()):
+        assert det.scores[det.labels == k][0] == s[lab == k].max()
+    model = create_model("yolo-p", 3).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert len(Postprocessor(model.strides, model.reg_max, method=toy_method, score_thr=0.0)(out)[0]) <= 3
+    args = build_parser().parse_args(["predict", "--weights", "w.pt", "--source", ".", "--nms", toy_method])
+    assert args.nms == toy_method
+    assert TrainConfig(data="x", nms=toy_method).nms == toy_method
+    assert "best box per class" in METHOD_SWEEPS
+    res = study(world, {"best box per class": METHOD_SWEEPS["best box per class"]}, score_grid=(0.001,),
+                nms_iou_grid=(0.7,))
+    best = [r.to_dict() for r in best_per_method(res.results)]
+    assert "best box per class (IoU 0.5, score > 0.001)" in [r["label"] for r in best]
+    section = _postprocess_section(
+        {"results": [r.to_dict() for r in res.results], "best_per_method": best, "holdout": res.holdout,
+         "default": res.default.to_dict(), "candidates_per_image": 10.0, "min_score": 0.001,
+         "figures": {"tradeoff": str(tmp_path / "t.png"), "grid": str(tmp_path / "g.png")}},
+        tmp_path,
+    )
+    assert "best box per class (IoU 0.5, score &gt; 0.001)" in section
+
+
+def test_a_typo_in_the_method_fails_before_any_file_is_read(tmp_path, capsys):
+    from detopt.cli import main
+
+    missing = tmp_path / "no such data set"
+    assert main(["train", "--data", str(missing), "nms=soft_nms_gausian"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nms:" in err and "did you mean soft_nms_gaussian" in err
+    assert "registered: nms, soft_nms_linear, soft_nms_gaussian, diou_nms, matrix_nms, wbf" in err
+    assert "no such" not in err.split("nms:")[0]  # the data set was never looked at

@@ -1,34 +1,43 @@
-"""Training engine: the loop, schedules, EMA, optimizers, checkpoints and validation."""
+"""Training engine: the loop, schedules, EMA, optimizers, checkpoints and validation.
 
-from detopt.engine.checkpoint import (
-    atomic_save,
-    export_safetensors,
-    load_checkpoint,
-    load_safetensors,
-    model_from_checkpoint,
-)
-from detopt.engine.ema import ModelEMA
-from detopt.engine.optim import build_optimizer, param_groups, set_hyperparameters
-from detopt.engine.schedules import Schedule, lr_factor
-from detopt.engine.trainer import DetoptTrainingError, EpochSampler, Trainer
-from detopt.engine.validate import coco_records, evaluate_detector, predict_batches
+Names are loaded on first use (PEP 562), so ``import detopt.engine.checkpoint`` (what inference
+needs) does not import the trainer.
+"""
 
-__all__ = [
-    "DetoptTrainingError",
-    "EpochSampler",
-    "ModelEMA",
-    "Schedule",
-    "Trainer",
-    "atomic_save",
-    "build_optimizer",
-    "coco_records",
-    "evaluate_detector",
-    "export_safetensors",
-    "load_checkpoint",
-    "load_safetensors",
-    "lr_factor",
-    "model_from_checkpoint",
-    "param_groups",
-    "predict_batches",
-    "set_hyperparameters",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "atomic_save": "checkpoint",
+    "export_safetensors": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_safetensors": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "ModelEMA": "ema",
+    "build_optimizer": "optim",
+    "param_groups": "optim",
+    "set_hyperparameters": "optim",
+    "Schedule": "schedules",
+    "lr_factor": "schedules",
+    "DetoptTrainingError": "trainer",
+    "EpochSampler": "trainer",
+    "Trainer": "trainer",
+    "coco_records": "validate",
+    "evaluate_detector": "validate",
+    "predict_batches": "validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"detopt.engine.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'detopt.engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_WHERE)
+
+
+__all__ = sorted(_WHERE)

@@ -25,10 +25,11 @@ from detopt.engine.checkpoint import atomic_save, load_checkpoint
 from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer, set_hyperparameters
 from detopt.engine.schedules import Schedule
-from detopt.engine.validate import autocast, evaluate_detector
+from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptError, DetoptInputError
 from detopt.evaluation import STAT_NAMES
 from detopt.models import DetectionCriterion, Postprocessor, create_model
+from detopt.runtime import autocast, resolve_device
 
 
 class DetoptTrainingError(DetoptError):
@@ -62,18 +63,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise DetoptInputError(f"device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DetoptInputError(f"device: {name!r} asked for but CUDA is not available")
-    return dev
 
 
 def _distributed() -> tuple[int, int, int]:

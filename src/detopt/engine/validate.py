@@ -16,13 +16,8 @@ from detopt.data.formats.coco import coco_dict
 from detopt.data.transforms.letterbox import LetterboxMeta, unletterbox_boxes
 from detopt.evaluation import CocoEvalResult, evaluate_coco
 from detopt.models.postprocessor import Postprocessor
+from detopt.runtime import autocast
 from detopt.structures.detections import Detections
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CPU, fp16 on CUDA (``enabled=False``: a no-op context)."""
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
 def to_original(dets: Detections, meta: LetterboxMeta, orig_size: tuple[int, int]) -> Detections:

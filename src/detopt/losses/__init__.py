@@ -1,4 +1,4 @@
-"""The loss library: element-wise functions with one ``reduction`` argument (DESIGN.md)."""
+"""The loss library: element-wise functions with one ``reduction`` argument (docs/architecture.md)."""
 
 from detopt.losses.functional import (
     REDUCTIONS,

@@ -1,7 +1,7 @@
 """Element-wise detection losses.
 
 Every loss returns per-element values and takes ``reduction`` in ``{'none', 'mean', 'sum'}``
-(DESIGN.md). Classification losses take **logits** (never probabilities) and compute the
+(docs/architecture.md). Classification losses take **logits** (never probabilities) and compute the
 log-sigmoid terms with ``binary_cross_entropy_with_logits``, which is stable for large logits.
 Box losses take aligned ``pred: [N, 4]`` and ``target: [N, 4]`` absolute ``xyxy`` boxes and are
 ``1 - value`` of the matching member of the IoU family; they share their terms with the pairwise

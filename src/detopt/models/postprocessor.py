@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from detopt.errors import DetoptInputError
 from detopt.models.heads import decode_outputs
-from detopt.ops.postprocess import METHODS, postprocess
+from detopt.ops.postprocess import METHOD_REGISTRY, postprocess
 from detopt.structures.detections import Detections
 
 
@@ -18,8 +17,9 @@ class Postprocessor:
 
     Args:
         strides, reg_max: the model's (``model.strides``, ``model.reg_max``).
-        method: any of :data:`detopt.ops.postprocess.METHODS` (``nms``, ``soft_nms_gaussian``,
-            ``soft_nms_linear``, ``diou_nms``, ``matrix_nms``, ``wbf``).
+        method: a name of :data:`detopt.ops.postprocess.METHOD_REGISTRY` (``nms``,
+            ``soft_nms_linear``, ``soft_nms_gaussian``, ``diou_nms``, ``matrix_nms``, ``wbf``, or
+            one registered later).
         score_thr: drop candidates at or below this probability.
         iou_thr: the method's IoU threshold.
         max_det: detections kept per image.
@@ -44,8 +44,7 @@ class Postprocessor:
         multi_label: bool = False,
         agnostic: bool = False,
     ) -> None:
-        if method not in METHODS:
-            raise DetoptInputError(f"method: expected one of {METHODS}, got {method!r}")
+        METHOD_REGISTRY.check(method, "method")
         self.strides = tuple(strides)
         self.reg_max = reg_max
         self.method = method

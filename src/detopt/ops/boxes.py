@@ -1,6 +1,6 @@
 """Box conversion, area, clipping and the pairwise IoU family.
 
-Conventions (DESIGN.md): absolute ``xyxy`` boxes, continuous coordinates (``(x2-x1)*(y2-y1)``,
+Conventions (docs/architecture.md): absolute ``xyxy`` boxes, continuous coordinates (``(x2-x1)*(y2-y1)``,
 no ``+1``). A box with ``x2 < x1`` or ``y2 < y1`` has zero width/height (widths are clamped at
 0), so degenerate boxes have area 0 and IoU 0 with everything, never NaN. numpy in gives numpy
 out, torch in gives torch out (same device); float64 stays float64, everything else is computed

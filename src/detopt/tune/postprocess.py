@@ -13,7 +13,7 @@ the same images is optimistic.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,11 +24,12 @@ from torch import nn
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.formats.coco import coco_dict
 from detopt.data.transforms.letterbox import LetterboxMeta
-from detopt.engine.validate import autocast, coco_records, file_names, to_original
+from detopt.engine.validate import coco_records, file_names, to_original
 from detopt.errors import DetoptInputError
 from detopt.evaluation import evaluate_coco
 from detopt.models.postprocessor import Postprocessor
-from detopt.ops.postprocess import postprocess
+from detopt.ops.postprocess import METHOD_REGISTRY, postprocess
+from detopt.runtime import autocast
 from detopt.structures.detections import Detections
 
 
@@ -120,15 +121,10 @@ class Setting:
     max_det: int = 300
 
     def label(self) -> str:
-        name = {
-            "nms": "hard NMS" + (", class-agnostic" if self.agnostic else ", per class"),
-            "soft_nms_linear": "soft-NMS linear",
-            "soft_nms_gaussian": "soft-NMS gaussian",
-            "diou_nms": "DIoU-NMS",
-            "matrix_nms": "matrix NMS (gaussian)",
-            "wbf": "WBF-style merge",
-        }.get(self.method, self.method)
-        if self.method in ("soft_nms_gaussian", "matrix_nms"):
+        """What the report calls it: the method's registered label and its knob."""
+        m = METHOD_REGISTRY.get(self.method, "method")
+        name = m.display(self.agnostic)
+        if m.knob == "sigma":
             knob = f"sigma {self.sigma if self.sigma is not None else 'default'}"
         else:
             knob = f"IoU {self.iou_thr:g}"
@@ -224,16 +220,29 @@ def run_setting(cands: Candidates, setting: Setting, group: str = "") -> Setting
     )
 
 
-# method -> (the knob swept, its values); score threshold 0.001 (what mAP wants)
-METHOD_SWEEPS: dict[str, tuple[dict[str, Any], str, tuple[float, ...]]] = {
-    "hard NMS, per class": ({"method": "nms"}, "iou_thr", (0.5, 0.6, 0.65, 0.7, 0.75, 0.8)),
-    "hard NMS, class-agnostic": ({"method": "nms", "agnostic": True}, "iou_thr", (0.5, 0.6, 0.7, 0.8)),
-    "soft-NMS linear": ({"method": "soft_nms_linear"}, "iou_thr", (0.3, 0.5, 0.7)),
-    "soft-NMS gaussian": ({"method": "soft_nms_gaussian"}, "sigma", (0.1, 0.3, 0.5, 1.0)),
-    "DIoU-NMS": ({"method": "diou_nms"}, "iou_thr", (0.5, 0.6, 0.7, 0.8)),
-    "matrix NMS": ({"method": "matrix_nms"}, "sigma", (0.5, 1.0, 2.0, 4.0)),
-    "WBF-style merge": ({"method": "wbf"}, "iou_thr", (0.55, 0.65, 0.75)),
-}
+class _MethodSweeps(Mapping):
+    """Tuner group -> ``(fixed settings, the knob swept, its values)``, read live from
+    :data:`~detopt.ops.postprocess.METHOD_REGISTRY` (each method's ``sweeps``), in registration
+    order; the score threshold stays 0.001 (what mAP wants)."""
+
+    def _table(self) -> dict[str, tuple[dict[str, Any], str, tuple[float, ...]]]:
+        return {
+            group: ({"method": name} | fixed, m.knob, values)
+            for name, m in METHOD_REGISTRY.items()
+            for group, fixed, values in m.sweeps
+        }
+
+    def __getitem__(self, group: str) -> tuple[dict[str, Any], str, tuple[float, ...]]:
+        return self._table()[group]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+METHOD_SWEEPS: Mapping[str, tuple[dict[str, Any], str, tuple[float, ...]]] = _MethodSweeps()
 SCORE_GRID = (0.001, 0.01, 0.05, 0.1, 0.25)
 NMS_IOU_GRID = (0.5, 0.6, 0.7, 0.8)
 DEFAULT = Setting("nms", iou_thr=0.7, score_thr=0.001)
