@@ -74,7 +74,11 @@ class TrainConfig(BaseModel):
     close_mosaic_max_fraction: float = Field(0.15, ge=0, le=1, description="close-mosaic at most this share")
     pipeline: str | None = Field(None, description="augmentation YAML (default: mosaic, affine, HSV, flip)")
     augment: bool = True
-    cls_loss: Literal["bce", "vfl", "qfl"] = "bce"
+    assigner: str | dict[str, Any] = Field(
+        "tal", description="label assigner: a name of detopt.assign.ASSIGNERS or {name: atss, topk: 9}"
+    )
+    cls_loss: str = Field("bce", description="classification loss (detopt.models.criterion.CLS_LOSSES)")
+    box_loss: str = Field("ciou", description="box loss (detopt.models.criterion.BOX_LOSSES)")
     box_gain: float = Field(7.5, ge=0)
     cls_gain: float = Field(0.5, ge=0)
     dfl_gain: float = Field(1.5, ge=0)
@@ -105,10 +109,39 @@ class TrainConfig(BaseModel):
     def _nms(cls, v: str) -> str:
         from detopt.ops.postprocess import METHOD_REGISTRY
 
+        return _registered(METHOD_REGISTRY, v)
+
+    @field_validator("cls_loss")
+    @classmethod
+    def _cls_loss(cls, v: str) -> str:
+        from detopt.models.criterion import CLS_LOSSES
+
+        return _registered(CLS_LOSSES, v)
+
+    @field_validator("box_loss")
+    @classmethod
+    def _box_loss(cls, v: str) -> str:
+        from detopt.models.criterion import BOX_LOSSES
+
+        return _registered(BOX_LOSSES, v)
+
+    @field_validator("assigner")
+    @classmethod
+    def _assigner(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        from detopt.assign import build_assigner
+
         try:
-            return METHOD_REGISTRY.check(v)
+            build_assigner(v)  # the name and every parameter, before any file is read
         except DetoptInputError as e:
             raise ValueError(str(e)) from None
+        return v
+
+
+def _registered(registry: Any, name: str) -> str:
+    try:
+        return registry.check(name)
+    except DetoptInputError as e:
+        raise ValueError(str(e)) from None
 
 
 class DemoConfig(BaseModel):

@@ -295,3 +295,26 @@ def test_validation_warm_up_changes_nothing(synth_dir, tmp_path):
     for k, v in trainer.ema.module.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_config_names_are_checked_before_any_file_is_read(tmp_path, capsys):
+    missing = str(tmp_path / "absent")
+    for override, needle in [("assigner=atts", "unknown assigner 'atts' (did you mean atss?)"),
+                             ("cls_loss=focla", "unknown classification loss 'focla'"),
+                             ("box_loss=ciuo", "unknown box loss 'ciuo' (did you mean ciou"),
+                             ("assigner={name: atss, topk: 0}", "topk must be >= 1"),
+                             ("assigner={name: atss, k: 3}", "unexpected keyword argument 'k'")]:
+        assert main(["train", "--data", missing, override]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, (override, err)
+        assert "absent" not in err  # never got as far as the data set
+
+
+def test_train_with_atss_from_the_command_line(synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_dir / "data.yaml"), "--out", str(run), "--model", "yolo-p",
+                 "--imgsz", "64", "--epochs", "1", "--batch", "8", "--workers", "0", "progress=false",
+                 "close_mosaic=0", "assigner=atss", "cls_loss=focal", "box_loss=giou"]) == 0
+    cfg = load_checkpoint(run / "last.pt")["config"]
+    assert (cfg["assigner"], cfg["cls_loss"], cfg["box_loss"]) == ("atss", "focal", "giou")
+    assert "last validation: mAP50-95" in capsys.readouterr().out

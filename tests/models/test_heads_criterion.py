@@ -183,6 +183,70 @@ def test_criterion_gradcheck(cls_loss):
 
 def test_criterion_rejects_unknown_loss_and_class_mismatch():
     with pytest.raises(DetoptInputError, match="cls_loss"):
-        DetectionCriterion(2, (8,), 4, cls_loss="focal")
+        DetectionCriterion(2, (8,), 4, cls_loss="focall")
     with pytest.raises(DetoptInputError, match="classes"):
         DetectionCriterion(5, (8,), 4)(_outputs(2, 3, 4, [(2, 2)]), _targets())
+
+
+def _train_steps(synth_dir, criterion_kw: dict, steps: int = 3) -> tuple[list[float], int]:
+    """A few SGD steps of yolo-p on one synthetic batch; (losses, positives the assigner made)."""
+    from detopt.data.dataset import dataset_from_source, make_loader
+
+    ds, names = dataset_from_source(synth_dir / "data.yaml", "train", 96)
+    batch = next(iter(make_loader(ds, batch_size=4)))
+    torch.manual_seed(0)
+    model = create_model("yolo-p", len(names))
+    crit = DetectionCriterion(len(names), model.strides, model.reg_max, **criterion_kw)
+    positives = []
+    assign = crit.assigner.assign
+
+    def counting(*a):
+        res = assign(*a)
+        positives.append(int(res.fg_mask.sum()))
+        return res
+
+    crit.assigner.assign = counting
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        total, _ = crit(model(batch["images"].float() / 255), batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(float(total.detach()))
+    return losses, sum(positives)
+
+
+@pytest.mark.parametrize("name", ["tal", "atss", "simota", "max_iou"])
+def test_training_steps_with_each_assigner(synth_dir, name):
+    from detopt.assign import ASSIGNERS, build_assigner
+
+    assigner = build_assigner(name)
+    assert type(assigner) is ASSIGNERS[name]
+    losses, positives = _train_steps(synth_dir, {"assigner": assigner})
+    assert positives > 0 and all(math.isfinite(v) for v in losses)  # the assigner ran and assigned
+
+
+@pytest.mark.parametrize("kw", [{"cls_loss": c} for c in ("bce", "focal", "vfl", "qfl")]
+                         + [{"box_loss": b} for b in ("diou", "giou", "iou")])
+def test_training_steps_with_each_loss(synth_dir, kw):
+    from detopt.models.criterion import BOX_LOSSES, CLS_LOSSES
+
+    crit_default = DetectionCriterion(8, (8, 16, 32), 16)
+    assert (crit_default.cls_loss, crit_default.box_loss) == ("bce", "ciou")
+    losses, positives = _train_steps(synth_dir, kw)
+    assert positives > 0 and all(math.isfinite(v) for v in losses)
+    assert set(CLS_LOSSES) == {"bce", "focal", "vfl", "qfl"}
+    assert set(BOX_LOSSES) == {"ciou", "diou", "giou", "iou"}
+
+
+def test_losses_are_the_registered_functions():
+    """Each name computes its function: the criterion's class term with focal equals the focal
+    loss summed over the same targets."""
+    from detopt.losses import sigmoid_focal_loss
+
+    crit = DetectionCriterion(3, (8,), 4, cls_loss="focal")
+    x, t = torch.randn(2, 5, 3), torch.rand(2, 5, 3)
+    assert torch.equal(crit._cls(x, t), sigmoid_focal_loss(x, t, reduction="sum"))
+    valid = torch.tensor([[True, False, True, True, False], [True] * 5])
+    assert torch.equal(crit._cls(x, t, valid), sigmoid_focal_loss(x, t)[valid].sum())

@@ -90,6 +90,11 @@ class Assigner:
 
     #: False for matchers that ignore anchors (set prediction); ``anchors`` may then be None.
     needs_anchors: bool = True
+    #: Side of the square anchor box of each location, in strides, when a dense anchor-free head
+    #: trains with this assigner (1: the grid cell; IoU-based assigners want 5, as PP-YOLOE).
+    anchor_cell: float = 1.0
+    #: Constructor arguments used when training selects the assigner by name (``assigner=atss``).
+    train_defaults: dict = {}  # noqa: RUF012 - read-only
 
     @torch.no_grad()
     def __call__(

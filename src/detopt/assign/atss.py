@@ -27,6 +27,8 @@ class ATSSAssigner(Assigner):
     anchor box PP-YOLOE and YOLOv6 use with ATSS).
     """
 
+    anchor_cell = 5.0
+
     def __init__(self, topk: int = 9, eps: float = 0.01) -> None:
         if topk < 1:
             raise DetoptInputError(f"topk must be >= 1, got {topk}")

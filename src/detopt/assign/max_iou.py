@@ -28,6 +28,9 @@ class MaxIoUAssigner(Assigner):
     independent of GT order. Score targets are 1.
     """
 
+    anchor_cell = 5.0
+    train_defaults = {"pos_iou_thr": 0.5, "neg_iou_thr": 0.4}  # noqa: RUF012 - RetinaNet's
+
     def __init__(
         self,
         pos_iou_thr: float = 0.7,

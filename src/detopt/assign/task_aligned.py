@@ -31,6 +31,8 @@ class TaskAlignedAssigner(Assigner):
     ``eps`` is the margin of the point-inside-box test.
     """
 
+    train_defaults = {"topk": 10, "alpha": 0.5, "beta": 6.0}  # noqa: RUF012 - YOLOv8's
+
     def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9) -> None:
         if topk < 1:
             raise DetoptInputError(f"topk must be >= 1, got {topk}")

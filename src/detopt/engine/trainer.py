@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from detopt.assign import build_assigner
 from detopt.config import TrainConfig, build_config, save_config
 from detopt.data.dataset import DetectionDataset, collate_detections, dataset_from_source
 from detopt.data.transforms.multiscale import random_train_size, resize_batch
@@ -141,6 +142,8 @@ class Trainer:
             self.model.strides,
             self.model.reg_max,
             cls_loss=cfg.cls_loss,
+            box_loss=cfg.box_loss,
+            assigner=build_assigner(cfg.assigner),
             box_gain=cfg.box_gain,
             cls_gain=cfg.cls_gain,
             dfl_gain=cfg.dfl_gain,

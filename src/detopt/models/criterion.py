@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detopt.assign import TaskAlignedAssigner
-from detopt.assign._common import Assigner
+from detopt.anchors.generator import anchor_points
+from detopt.assign import IGNORE, Assigner, build_assigner
 from detopt.errors import DetoptInputError
-from detopt.losses import ciou_loss, distribution_focal_loss, quality_focal_loss, varifocal_loss
+from detopt.losses import (
+    ciou_loss,
+    diou_loss,
+    distribution_focal_loss,
+    giou_loss,
+    iou_loss,
+    quality_focal_loss,
+    sigmoid_focal_loss,
+    varifocal_loss,
+)
 from detopt.models.heads import decode_outputs
+from detopt.registry import Registry
 
-CLS_LOSSES = ("bce", "vfl", "qfl")
+ClsLoss = Callable[[Tensor, Tensor, str], Tensor]
+"""``(logits [..., C], soft targets [..., C], reduction) -> loss``."""
+BoxLoss = Callable[[Tensor, Tensor], Tensor]
+"""``(pred [P, 4] xyxy, target [P, 4] xyxy) -> per-box loss [P]``."""
+
+CLS_LOSSES: Registry[ClsLoss] = Registry("classification loss")
+CLS_LOSSES.add("bce", lambda x, t, reduction: F.binary_cross_entropy_with_logits(x, t, reduction=reduction))
+CLS_LOSSES.add("focal", lambda x, t, reduction: sigmoid_focal_loss(x, t, reduction=reduction))
+CLS_LOSSES.add("vfl", lambda x, t, reduction: varifocal_loss(x, t, reduction=reduction))
+CLS_LOSSES.add("qfl", lambda x, t, reduction: quality_focal_loss(x, t, reduction=reduction))
+
+BOX_LOSSES: Registry[BoxLoss] = Registry("box loss")
+BOX_LOSSES.add("ciou", ciou_loss)
+BOX_LOSSES.add("diou", diou_loss)
+BOX_LOSSES.add("giou", giou_loss)
+BOX_LOSSES.add("iou", iou_loss)
 
 
 def pad_targets(
@@ -49,10 +74,14 @@ def pad_targets(
 class DetectionCriterion:
     """Loss of the YOLO-style detector (YOLOv8's recipe, with the usual gains).
 
-    - assignment: :class:`TaskAlignedAssigner` (top-10, α 0.5, β 6) on the detached predictions;
-    - class: BCE with logits against the assigner's soft targets (or ``vfl`` / ``qfl``), summed
-      and divided by the sum of the soft targets;
-    - box: ``1 - CIoU`` of positives weighted by their soft target, same normaliser;
+    - assignment: :class:`TaskAlignedAssigner` (top-10, α 0.5, β 6) on the detached predictions,
+      or any assigner (``assigner=build_assigner("atss")``; it gets anchor boxes of
+      ``assigner.anchor_cell`` strides); anchors an assigner ignores are left out of the class loss;
+    - class: BCE with logits against the assigner's soft targets (or any name of
+      :data:`CLS_LOSSES`: ``focal``, ``vfl``, ``qfl``), summed and divided by the sum of the soft
+      targets;
+    - box: ``1 - CIoU`` of positives (or any name of :data:`BOX_LOSSES`) weighted by their soft
+      target, same normaliser;
     - DFL: distribution focal loss of the four side distances (stride units, clamped to
       ``reg_max - 1 - 0.01``), mean over sides, weighted and normalised the same way.
 
@@ -76,22 +105,30 @@ class DetectionCriterion:
         box_gain: float = 7.5,
         cls_gain: float = 0.5,
         dfl_gain: float = 1.5,
+        box_loss: str = "ciou",
     ) -> None:
-        if cls_loss not in CLS_LOSSES:
-            raise DetoptInputError(f"cls_loss: expected one of {CLS_LOSSES}, got {cls_loss!r}")
+        self._cls_fn = CLS_LOSSES.get(cls_loss, "cls_loss")
+        self._box_fn = BOX_LOSSES.get(box_loss, "box_loss")
         self.num_classes = num_classes
         self.strides = tuple(strides)
         self.reg_max = reg_max
-        self.assigner = assigner or TaskAlignedAssigner(topk=10, alpha=0.5, beta=6.0)
+        self.assigner = assigner or build_assigner("tal")
         self.cls_loss = cls_loss
+        self.box_loss = box_loss
         self.gains = {"box": box_gain, "cls": cls_gain, "dfl": dfl_gain}
 
-    def _cls(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.cls_loss == "bce":
-            return F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-        if self.cls_loss == "vfl":
-            return varifocal_loss(logits, target, reduction="sum")
-        return quality_focal_loss(logits, target, reduction="sum")
+    def _cls(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Summed class loss; ``valid [B, A]`` leaves out the anchors an assigner ignores."""
+        if valid is None:
+            return self._cls_fn(logits, target, "sum")
+        return self._cls_fn(logits, target, "none")[valid].sum()
+
+    def _anchors_for_assigner(self, d, outputs: Sequence[Tensor]):
+        cell = float(getattr(self.assigner, "anchor_cell", 1.0))
+        if cell == 1.0:
+            return d.anchors
+        shapes = [tuple(o.shape[-2:]) for o in outputs]
+        return anchor_points(shapes, self.strides, cell_size=cell, dtype=d.boxes.dtype, device=d.boxes.device)
 
     def __call__(self, outputs: Sequence[Tensor], targets: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         outputs = [o if o.dtype in (torch.float32, torch.float64) else o.float() for o in outputs]
@@ -110,15 +147,17 @@ class DetectionCriterion:
             b,
         )
         res = self.assigner(
-            d.cls_logits.detach().sigmoid(), d.boxes.detach(), d.anchors, gt_labels, gt_boxes, gt_mask
+            d.cls_logits.detach().sigmoid(), d.boxes.detach(), self._anchors_for_assigner(d, outputs),
+            gt_labels, gt_boxes, gt_mask,
         )
         target_scores = res.target_scores.to(d.cls_logits.dtype)
         norm = target_scores.sum().clamp(min=1.0)
-        loss_cls = self._cls(d.cls_logits, target_scores) / norm
+        ignored = res.target_labels == IGNORE
+        loss_cls = self._cls(d.cls_logits, target_scores, ~ignored if ignored.any() else None) / norm
         fg = res.fg_mask
         if fg.any():
             weight = target_scores.sum(-1)[fg]
-            loss_box = (ciou_loss(d.boxes[fg], res.target_boxes[fg]) * weight).sum() / norm
+            loss_box = (self._box_fn(d.boxes[fg], res.target_boxes[fg]) * weight).sum() / norm
             pts = d.anchors.points[None].expand(b, -1, -1)[fg]
             stride = d.anchors.strides[None].expand(b, -1)[fg][:, None]
             tb = res.target_boxes[fg]
