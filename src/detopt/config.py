@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from detopt.errors import DetoptInputError
 
@@ -31,6 +32,14 @@ def parse_duration(value: str | float | int) -> float:
     if seconds <= 0:
         raise DetoptInputError(f"time: must be positive, got {value!r}")
     return seconds
+
+
+# config key -> (module, registry) of the names it takes
+_REGISTRIES = {
+    "nms": ("detopt.ops.postprocess", "METHOD_REGISTRY"),
+    "cls_loss": ("detopt.models.criterion", "CLS_LOSSES"),
+    "box_loss": ("detopt.models.criterion", "BOX_LOSSES"),
+}
 
 
 class TrainConfig(BaseModel):
@@ -104,26 +113,16 @@ class TrainConfig(BaseModel):
     def _time(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
 
-    @field_validator("nms")
+    @field_validator("nms", "cls_loss", "box_loss")
     @classmethod
-    def _nms(cls, v: str) -> str:
-        from detopt.ops.postprocess import METHOD_REGISTRY
-
-        return _registered(METHOD_REGISTRY, v)
-
-    @field_validator("cls_loss")
-    @classmethod
-    def _cls_loss(cls, v: str) -> str:
-        from detopt.models.criterion import CLS_LOSSES
-
-        return _registered(CLS_LOSSES, v)
-
-    @field_validator("box_loss")
-    @classmethod
-    def _box_loss(cls, v: str) -> str:
-        from detopt.models.criterion import BOX_LOSSES
-
-        return _registered(BOX_LOSSES, v)
+    def _registered_name(cls, v: str, info: ValidationInfo) -> str:
+        """Checked against the family's registry (imported here: a config stays cheap to load)."""
+        module, attr = _REGISTRIES[info.field_name]
+        registry = getattr(importlib.import_module(module), attr)
+        try:
+            return registry.check(v)
+        except DetoptInputError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("assigner")
     @classmethod
@@ -135,13 +134,6 @@ class TrainConfig(BaseModel):
         except DetoptInputError as e:
             raise ValueError(str(e)) from None
         return v
-
-
-def _registered(registry: Any, name: str) -> str:
-    try:
-        return registry.check(name)
-    except DetoptInputError as e:
-        raise ValueError(str(e)) from None
 
 
 class DemoConfig(BaseModel):
