@@ -7,7 +7,6 @@ from ensemble_boxes.ensemble_boxes_nms import cpu_soft_nms_float
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detopt.ops import _torch_paths as tp
 from detopt.ops import (
     batched_diou_nms,
     batched_nms,
@@ -18,6 +17,9 @@ from detopt.ops import (
     nms,
     soft_nms,
 )
+from detopt.ops.nms.greedy import nms_torch
+from detopt.ops.nms.matrix import matrix_nms_decay_torch
+from detopt.ops.nms.soft import soft_nms_torch
 from detopt.testing import detector_like_boxes
 from tests.hyp import examples
 from tests.ops.conftest import make_case, uniform_boxes
@@ -132,7 +134,7 @@ def test_soft_nms_does_not_mutate_and_scores_only_decrease():
 
 @pytest.mark.parametrize("dtype,max_ulp", [(np.float32, 1.0), (np.float64, 2.0)])
 def test_soft_nms_exp_polynomial_is_within_an_ulp(dtype, max_ulp):
-    from detopt.ops._soft_kernel import _exp_neg
+    from detopt.ops.nms.soft import _exp_neg
 
     @numba.njit
     def run(x):
@@ -185,7 +187,7 @@ def test_soft_nms_large_input_matches_torch_path():
     b, s, lab = detector_like_boxes(3000, per_object=20, n_classes=2, seed=5)
     for use_labels in (False, True):
         labels = _t(lab) if use_labels else None
-        k, v = tp.soft_nms(_t(b), _t(s), labels, 0.3, 0.5, 0.001, False)
+        k, v = soft_nms_torch(_t(b), _t(s), labels, 0.3, 0.5, 0.001, False)
         k2, v2 = (batched_soft_nms(b, s, lab, 0.3, 0.5, 0.001) if use_labels
                   else soft_nms(b, s, 0.3, 0.5, 0.001))
         np.testing.assert_array_equal(k.numpy(), k2)
@@ -221,18 +223,18 @@ def test_torch_path_gives_identical_results(kind, dtype):
     b, s, lab = make_case(kind, 7, dtype)
     tb, ts, tl = _t(b), _t(s), _t(lab)
     for thr in (-0.1, 0.0, 0.45, 0.7):
-        np.testing.assert_array_equal(tp.nms(tb, ts, None, thr).numpy(), nms(b, s, thr))
-        np.testing.assert_array_equal(tp.nms(tb, ts, tl, thr).numpy(), batched_nms(b, s, lab, thr))
+        np.testing.assert_array_equal(nms_torch(tb, ts, None, thr).numpy(), nms(b, s, thr))
+        np.testing.assert_array_equal(nms_torch(tb, ts, tl, thr).numpy(), batched_nms(b, s, lab, thr))
     for beta in (1.0, 0.7):
-        np.testing.assert_array_equal(tp.nms(tb, ts, None, 0.4, True, beta).numpy(),
+        np.testing.assert_array_equal(nms_torch(tb, ts, None, 0.4, True, beta).numpy(),
                                       diou_nms(b, s, 0.4, beta))
     for linear in (False, True):
-        k, v = tp.soft_nms(tb, ts, tl, 0.3, 0.5, 0.001, linear)
+        k, v = soft_nms_torch(tb, ts, tl, 0.3, 0.5, 0.001, linear)
         k2, v2 = batched_soft_nms(b, s, lab, 0.3, 0.5, 0.001, "linear" if linear else "gaussian")
         np.testing.assert_array_equal(k.numpy(), k2)
         np.testing.assert_allclose(v.numpy(), v2, rtol=1e-6)
     for gaussian in (True, False):
-        d = tp.matrix_nms_decay(tb, ts, tl, gaussian, 2.0, 1e-12)
+        d = matrix_nms_decay_torch(tb, ts, tl, gaussian, 2.0, 1e-12)
         np.testing.assert_allclose((ts * d).numpy(),
                                    matrix_nms(b, s, lab, "gaussian" if gaussian else "linear"),
                                    rtol=1e-6)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from detopt.anchors import Anchors
 from detopt.errors import DetoptInputError
-from detopt.ops._iou_terms import inter_union_iou
+from detopt.ops.iou_terms import inter_union_iou
 
 #: ``target_labels`` value of anchors an assigner neither trains as positive nor as negative.
 IGNORE = -1

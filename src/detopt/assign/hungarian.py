@@ -10,7 +10,7 @@ from torch import Tensor
 from detopt.anchors import Anchors
 from detopt.assign._common import Assigner, AssignResult, build_targets
 from detopt.errors import DetoptInputError
-from detopt.ops._iou_terms import giou_penalty, inter_union_iou
+from detopt.ops.iou_terms import giou_penalty, inter_union_iou
 
 
 def _cxcywh(b: Tensor) -> Tensor:

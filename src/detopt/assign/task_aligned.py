@@ -14,7 +14,7 @@ from detopt.assign._common import (
     resolve_multiple,
 )
 from detopt.errors import DetoptInputError
-from detopt.ops._iou_terms import inter_union_iou
+from detopt.ops.iou_terms import inter_union_iou
 
 
 class TaskAlignedAssigner(Assigner):

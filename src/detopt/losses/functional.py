@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detopt.errors import DetoptInputError
-from detopt.ops._iou_terms import (
+from detopt.ops.iou_terms import (
     aspect_term,
     center_distance_ratio,
     ciou_alpha,

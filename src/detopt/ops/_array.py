@@ -8,14 +8,13 @@ precision are computed in float32).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from detopt.errors import DetoptInputError
+from detopt.structures.detections import ArrayLike
 
-ArrayLike = Any  # numpy.ndarray | torch.Tensor; kept loose for numpy/torch duck typing
+__all__ = ["ArrayLike"]  # re-exported for the ops modules
 
 
 def is_tensor(x: object) -> bool:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from detopt.errors import DetoptInputError
 from detopt.ops._array import ArrayLike, check_boxes, is_tensor, to_torch
-from detopt.ops._iou_terms import (
+from detopt.ops.iou_terms import (
     aspect_term,
     box_wh,
     center_distance_ratio,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numba as nb
 import numpy as np
 import torch
+from torch import Tensor
 
 from detopt.errors import DetoptInputError
-from detopt.ops import _kernels, _torch_paths
 from detopt.ops._array import (
     ArrayLike,
     check_boxes,
@@ -27,6 +28,7 @@ from detopt.ops._array import (
     to_numpy,
     use_torch_path,
 )
+from detopt.ops._grid import JIT, areas_of, grid_cell, grid_geometry
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
@@ -54,11 +56,11 @@ def fuse_clusters(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, mod
     w_each = weights[mod]
     if device is not None:
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-        out = _torch_paths.wbf_clusters(t(b), t(ws), t(w_each), t(mod), t(lab), float(iou_thr),
+        out = wbf_clusters_torch(t(b), t(ws), t(w_each), t(mod), t(lab), float(iou_thr),
                                         n_models)
         fused, conf, cmax, count, wsum, clabel, presence = (x.cpu().numpy() for x in out)
     else:
-        fused, conf, cmax, count, wsum, clabel, presence = _kernels.wbf_kernel(
+        fused, conf, cmax, count, wsum, clabel, presence = wbf_kernel(
             np.ascontiguousarray(b), ws, w_each, mod, lab, float(iou_thr), n_models)
     total = weights.sum()
     base = cmax if conf_type == "max" else conf / np.maximum(count, 1)
@@ -176,3 +178,188 @@ def weighted_boxes_fusion(boxes_list: Sequence[ArrayLike], scores_list: Sequence
         return (torch.from_numpy(fused).to(dev), torch.from_numpy(score).to(dev),
                 torch.from_numpy(flab).to(dev))
     return fused, score, flab
+
+
+# --------------------------------------------------------------------------- numba kernel and torch twin
+@nb.njit(**JIT)
+def wbf_kernel(boxes, wscores, weights, models, labels, iou_thr, n_models):
+    """Cluster boxes as ensemble-boxes' weighted_boxes_fusion does.
+
+    Inputs are prefiltered and sorted by decreasing weighted score (``wscores`` = score ·
+    model weight). Each box joins the same-label cluster whose fused box has the highest IoU
+    with it (first created on ties) when that IoU > ``iou_thr``, else starts a cluster. A fused
+    box is the weighted-score average of its members, accumulated in float32 as
+    ensemble-boxes does; a one-member cluster keeps its box as given.
+
+    Returns per cluster: fused boxes [C, 4] float64, score sum, score max, member count,
+    weight sum, label, and a [C, n_models]
+    presence matrix.
+    """
+    n = boxes.shape[0]
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    area = areas_of(x1, y1, x2, y2)
+    allidx = np.arange(n)
+    ox, oy, sx, sy, gx, gy = grid_geometry(x1, y1, x2, y2, area, allidx)
+    ncell = gx * gy
+    head = np.full(ncell, -1, np.int64)
+    cap = max(16, 4 * n)
+    nxt = np.empty(cap, np.int64)
+    val = np.empty(cap, np.int64)
+    ne = 0
+    # cluster state
+    acc = np.zeros((n, 4), np.float32)
+    fx1 = np.empty(n, np.float64)
+    fy1 = np.empty(n, np.float64)
+    fx2 = np.empty(n, np.float64)
+    fy2 = np.empty(n, np.float64)
+    farea = np.empty(n, np.float64)
+    conf = np.zeros(n, np.float64)
+    cmax = np.zeros(n, np.float64)
+    count = np.zeros(n, np.int64)
+    wsum = np.zeros(n, np.float64)
+    clabel = np.empty(n, np.int64)
+    presence = np.zeros((n, n_models), np.bool_)
+    reg = np.full((n, 4), -1, np.int64)  # registered cell range: cx0, cx1, cy0, cy1
+    stamp = np.full(n, -1, np.int64)
+    nc = 0
+    for j in range(n):
+        best = -1
+        best_iou = iou_thr
+        cx0 = grid_cell(x1[j], ox, sx, gx)
+        cx1 = grid_cell(x2[j], ox, sx, gx)
+        cy0 = grid_cell(y1[j], oy, sy, gy)
+        cy1 = grid_cell(y2[j], oy, sy, gy)
+        for gyc in range(cy0, cy1 + 1):
+            for gxc in range(cx0, cx1 + 1):
+                e = head[gyc * gx + gxc]
+                while e >= 0:
+                    k = val[e]
+                    e = nxt[e]
+                    if stamp[k] == j or clabel[k] != labels[j]:
+                        continue
+                    stamp[k] = j
+                    iw = min(fx2[k], x2[j]) - max(fx1[k], x1[j])
+                    ih = min(fy2[k], y2[j]) - max(fy1[k], y1[j])
+                    if iw <= 0 or ih <= 0:
+                        continue
+                    inter = iw * ih
+                    iou = inter / (farea[k] + area[j] - inter)
+                    if iou > best_iou or (iou == best_iou and best >= 0 and k < best):
+                        best_iou = iou
+                        best = k
+        if best < 0:
+            k = nc
+            nc += 1
+            clabel[k] = labels[j]
+            fx1[k] = x1[j]
+            fy1[k] = y1[j]
+            fx2[k] = x2[j]
+            fy2[k] = y2[j]
+            cmax[k] = wscores[j]
+        else:
+            k = best
+        # accumulate (ensemble-boxes: box[4:] += score * coords in a float32 array)
+        ws = wscores[j]
+        acc[k, 0] = acc[k, 0] + ws * x1[j]
+        acc[k, 1] = acc[k, 1] + ws * y1[j]
+        acc[k, 2] = acc[k, 2] + ws * x2[j]
+        acc[k, 3] = acc[k, 3] + ws * y2[j]
+        conf[k] += ws
+        count[k] += 1
+        wsum[k] += weights[j]
+        presence[k, models[j]] = True
+        if count[k] > 1:
+            fx1[k] = np.float32(acc[k, 0] / conf[k])
+            fy1[k] = np.float32(acc[k, 1] / conf[k])
+            fx2[k] = np.float32(acc[k, 2] / conf[k])
+            fy2[k] = np.float32(acc[k, 3] / conf[k])
+            if ws > cmax[k]:
+                cmax[k] = ws
+        farea[k] = (fx2[k] - fx1[k]) * (fy2[k] - fy1[k])
+        # (re-)register the cluster in the cells its fused box covers
+        kx0 = grid_cell(fx1[k], ox, sx, gx)
+        kx1 = grid_cell(fx2[k], ox, sx, gx)
+        ky0 = grid_cell(fy1[k], oy, sy, gy)
+        ky1 = grid_cell(fy2[k], oy, sy, gy)
+        if reg[k, 0] == kx0 and reg[k, 1] == kx1 and reg[k, 2] == ky0 and reg[k, 3] == ky1:
+            continue
+        for gyc in range(ky0, ky1 + 1):
+            for gxc in range(kx0, kx1 + 1):
+                c = gyc * gx + gxc
+                if ne == cap:
+                    cap *= 2
+                    nn = np.empty(cap, np.int64)
+                    nn[:ne] = nxt[:ne]
+                    nxt = nn
+                    nv = np.empty(cap, np.int64)
+                    nv[:ne] = val[:ne]
+                    val = nv
+                nxt[ne] = head[c]
+                val[ne] = k
+                head[c] = ne
+                ne += 1
+        reg[k, 0] = kx0
+        reg[k, 1] = kx1
+        reg[k, 2] = ky0
+        reg[k, 3] = ky1
+    fused = np.empty((nc, 4), np.float64)
+    for k in range(nc):
+        fused[k, 0] = fx1[k]
+        fused[k, 1] = fy1[k]
+        fused[k, 2] = fx2[k]
+        fused[k, 3] = fy2[k]
+    return (fused, conf[:nc].copy(), cmax[:nc].copy(), count[:nc].copy(), wsum[:nc].copy(),
+            clabel[:nc].copy(), presence[:nc].copy())
+
+
+def wbf_clusters_torch(boxes: Tensor, wscores: Tensor, weights: Tensor, models: Tensor, labels: Tensor,
+                 iou_thr: float, n_models: int):
+    """Twin of ``wbf_kernel`` (same inputs and outputs, float64 tensors), one
+    vectorized match against all clusters per box."""
+    n = boxes.shape[0]
+    dev = boxes.device
+    f64 = torch.float64
+    fused = torch.zeros((n, 4), dtype=f64, device=dev)
+    acc = torch.zeros((n, 4), dtype=torch.float32, device=dev)
+    conf = torch.zeros(n, dtype=f64, device=dev)
+    cmax = torch.zeros(n, dtype=f64, device=dev)
+    count = torch.zeros(n, dtype=torch.int64, device=dev)
+    wsum = torch.zeros(n, dtype=f64, device=dev)
+    clabel = torch.zeros(n, dtype=torch.int64, device=dev)
+    presence = torch.zeros((n, max(n_models, 1)), dtype=torch.bool, device=dev)
+    nc = 0
+    for j in range(n):
+        box = boxes[j]
+        k = -1
+        if nc > 0:
+            fb = fused[:nc]
+            iw = (torch.minimum(fb[:, 2], box[2]) - torch.maximum(fb[:, 0], box[0])).clamp(min=0)
+            ih = (torch.minimum(fb[:, 3], box[3]) - torch.maximum(fb[:, 1], box[1])).clamp(min=0)
+            inter = iw * ih
+            area_f = (fb[:, 2] - fb[:, 0]) * (fb[:, 3] - fb[:, 1])
+            area_b = (box[2] - box[0]) * (box[3] - box[1])
+            iou = inter / (area_f + area_b - inter)
+            iou = torch.where(clabel[:nc] == labels[j], iou, -1)
+            best = int(torch.argmax(iou))
+            if float(iou[best]) > iou_thr:
+                k = best
+        ws = wscores[j]
+        if k < 0:
+            k = nc
+            nc += 1
+            clabel[k] = labels[j]
+            fused[k] = box
+            cmax[k] = ws
+        acc[k] = (acc[k].to(f64) + ws * box).to(torch.float32)
+        conf[k] += ws
+        count[k] += 1
+        wsum[k] += weights[j]
+        presence[k, models[j]] = True
+        if int(count[k]) > 1:
+            fused[k] = (acc[k].to(f64) / conf[k]).to(torch.float32).to(f64)
+            cmax[k] = torch.maximum(cmax[k], ws)
+    return (fused[:nc], conf[:nc], cmax[:nc], count[:nc], wsum[:nc], clabel[:nc],
+            presence[:nc, :n_models])

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from detopt.ops._array import ArrayLike
+ArrayLike = Any  # numpy.ndarray | torch.Tensor: every op takes either and returns the same kind
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""numba kernel of soft-NMS (CPU path): SIMD chunks of boxes, lazy chunk maxima.
+"""Soft-NMS (gaussian and linear): the numba kernel (CPU path: SIMD chunks of boxes, lazy chunk
+maxima), its torch twin and the public functions.
 
 Gaussian soft-NMS must decay every remaining box that *intersects* the selected one
 (``exp(-iou²/σ) < 1`` for any ``iou > 0``), so the IoU-bound pruning that makes hard NMS fast
@@ -19,7 +20,7 @@ intersect. The layout:
 
 Keys are order-preserving integer images of the scores, so every maximum is an integer max and
 ties resolve exactly (highest score, then lowest original index) as in the reference.
-Every expression of the decay has a twin in ``_torch_paths.soft_nms``; ``exp`` differs from the
+Every expression of the decay has a twin in ``soft_nms_torch``; ``exp`` differs from the
 libm/torch one by at most one ulp (float32: a degree-6 polynomial, < 0.8 ulp; float64: a
 degree-13 polynomial).
 """
@@ -28,9 +29,16 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
+from torch import Tensor
+
+from detopt.errors import DetoptInputError
+from detopt.ops._array import ArrayLike, check_threshold
+from detopt.ops._pairwise import areas, iou_matrix
+from detopt.ops.nms._prepared import Prepared
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy: division stays vectorizable
 _LANES = 16  # boxes per chunk: one AVX-512 register of float32
@@ -393,3 +401,86 @@ def soft_nms_kernel(boxes, scores, labels, use_labels, thr, sigma, score_thr, li
                     s[q] = v if (old > score_thr and v > score_thr) else ninf
                 stale[c] = True
     return keep[:nk].copy(), kept[:nk].copy()
+
+
+# --------------------------------------------------------------------------- torch twin
+def soft_nms_torch(boxes: Tensor, scores: Tensor, labels: Tensor | None, thr: float, sigma: float,
+             score_thr: float, linear: bool) -> tuple[Tensor, Tensor]:
+    """Soft-NMS, one vectorized decay per selected box. Returns (indices, scores at selection)."""
+    n = boxes.shape[0]
+    dev = boxes.device
+    s = scores.clone()
+    area = areas(boxes)
+    dt = boxes.dtype
+    thr_t = torch.tensor(thr, dtype=dt, device=dev)
+    sigma_t = torch.tensor(sigma, dtype=dt, device=dev)
+    sthr = torch.tensor(score_thr, dtype=dt, device=dev)
+    alive = s > sthr
+    neg = torch.tensor(float("-inf"), dtype=dt, device=dev)
+    keep: list[Tensor] = []
+    kept: list[Tensor] = []
+    for _ in range(n):
+        masked = torch.where(alive, s, neg)
+        i = torch.argmax(masked)
+        if not bool(masked[i] > sthr):
+            break
+        keep.append(i)
+        kept.append(s[i])
+        alive[i] = False
+        iou = iou_matrix(boxes[i : i + 1], boxes, area[i : i + 1], area)[0]
+        hit = alive & (iou > 0)
+        if labels is not None:
+            hit &= labels == labels[i]
+        if linear:
+            hit &= iou > thr_t
+            s = torch.where(hit, s * (1 - iou), s)
+        else:
+            s = torch.where(hit, s * torch.exp(-(iou * iou) / sigma_t), s)
+    if not keep:
+        return torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=dt, device=dev)
+    return torch.stack(keep).to(torch.int64), torch.stack(kept)
+
+
+# --------------------------------------------------------------------------- public
+def _soft(p: Prepared, iou_threshold: float, sigma: float, score_threshold: float,
+          method: str) -> tuple[ArrayLike, ArrayLike]:
+    if method not in ("gaussian", "linear"):
+        raise DetoptInputError(f"method: expected 'gaussian' or 'linear', got {method!r}")
+    thr = check_threshold(iou_threshold, "iou_threshold")
+    sigma = check_threshold(sigma, "sigma")
+    if sigma <= 0:
+        raise DetoptInputError(f"sigma: must be > 0, got {sigma}")
+    sthr = check_threshold(score_threshold, "score_threshold")
+    linear = method == "linear"
+    if p.torch_path:
+        return soft_nms_torch(p.t_boxes(), p.t_scores(), p.t_labels(), thr, sigma, sthr,
+                                     linear)
+    keep, new = soft_nms_kernel(p.np_boxes(), p.np_scores(), p.np_labels(),
+                                             p.labels is not None, p.scalar(thr),
+                                             p.scalar(sigma), p.scalar(sthr), linear)
+    return p.out(keep), p.out(new)
+
+
+def soft_nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float = 0.3, sigma: float = 0.5,
+             score_threshold: float = 0.001, method: str = "gaussian"
+             ) -> tuple[ArrayLike, ArrayLike]:
+    """Soft-NMS (Bodla et al. 2017).
+
+    Repeatedly selects the highest-scoring remaining box (ties: lower index) and decays every
+    remaining box j: gaussian ``s_j *= exp(-iou² / sigma)``; linear ``s_j *= 1 - iou`` only
+    where ``iou > iou_threshold`` (``iou_threshold`` is unused by the gaussian method). Stops
+    when the best remaining score is ``<= score_threshold``. The input is never modified.
+
+    Returns:
+        ``(indices [K] int64, new_scores [K])`` in selection order; ``new_scores`` are the
+        decayed scores at selection (non-increasing).
+    """
+    return _soft(Prepared(boxes, scores), iou_threshold, sigma, score_threshold, method)
+
+
+def batched_soft_nms(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike,
+                     iou_threshold: float = 0.3, sigma: float = 0.5,
+                     score_threshold: float = 0.001, method: str = "gaussian"
+                     ) -> tuple[ArrayLike, ArrayLike]:
+    """:func:`soft_nms` run independently per label; selection order interleaves labels."""
+    return _soft(Prepared(boxes, scores, labels), iou_threshold, sigma, score_threshold, method)
