@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET, SCORE_THRESHOLD
 from detopt.errors import DetoptError, DetoptInputError
 
 
@@ -739,13 +740,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch", type=_int_at_least(1), default=16)
         p.add_argument("--device", default="auto")
         p.add_argument("--conf", type=_unit_interval, default=conf, help=f"score threshold (default {conf})")
-        p.add_argument("--iou", type=_unit_interval, default=0.7, help="NMS IoU threshold (default 0.7)")
-        p.add_argument("--max-det", type=_int_at_least(1), default=300)
+        p.add_argument("--iou", type=_unit_interval, default=IOU_THRESHOLD,
+                       help=f"NMS IoU threshold (default {IOU_THRESHOLD})")
+        p.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET)
         p.add_argument("--nms", default="nms", choices=list(METHOD_REGISTRY.names()),
                        help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY)")
 
     va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
-    add_post(va, 0.001)
+    add_post(va, SCORE_THRESHOLD)
     va.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
     va.add_argument("--split", default="val")
     va.add_argument("--save-json", help="write the predictions (COCO results + file_name) here")
@@ -802,7 +804,7 @@ class _PrintHandler(logging.Handler):
 
 
 def _print_library_messages() -> None:
-    from detopt.data.formats._common import forget_announcements
+    from detopt.data.formats import forget_announcements
 
     forget_announcements()  # each command says once how it read its data set
     logger = logging.getLogger("detopt")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET, SCORE_THRESHOLD
 from detopt.errors import DetoptInputError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
@@ -100,9 +101,9 @@ class TrainConfig(BaseModel):
     val_split: str = "val"
     val_every: int = Field(1, ge=1)
     nms: str = Field("nms", description="post-processing method (detopt.ops.postprocess.METHOD_REGISTRY)")
-    conf: float = Field(0.001, ge=0, le=1)
-    iou: float = Field(0.7, ge=0, le=1)
-    max_det: int = Field(300, ge=1)
+    conf: float = Field(SCORE_THRESHOLD, ge=0, le=1)
+    iou: float = Field(IOU_THRESHOLD, ge=0, le=1)
+    max_det: int = Field(MAX_DET, ge=1)
     max_bad_steps: int = Field(10, ge=1, description="consecutive non-finite losses before stopping")
     skip_invalid: bool = False
     tensorboard: bool = False

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from detopt.constants import PAD_VALUE
 from detopt.data.defects import Defect, count_by_kind, refuse_or_warn
 from detopt.data.image_io import DEFAULT_MAX_PIXELS, check_images, decode_image
 from detopt.data.transforms._shapes import scale_polygon
@@ -69,7 +70,7 @@ class DetectionDataset(Dataset):
         img_size: int = 640,
         cache: bool = False,
         transform: Transform | None = None,
-        pad_value: int = 114,
+        pad_value: int = PAD_VALUE,
         scaleup: bool = True,
         pipeline: Compose | None = None,
         seed: int = 0,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from detopt.constants import MEDIUM_AREA, SMALL_AREA
 from detopt.structures.records import DatasetRecords
 
-SMALL, MEDIUM = 32.0**2, 96.0**2  # COCO's area limits
+SMALL, MEDIUM = SMALL_AREA, MEDIUM_AREA  # COCO's area limits
 
 
 @dataclass

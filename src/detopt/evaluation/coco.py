@@ -37,15 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from detopt.constants import COCO_AREA_RANGES
 from detopt.errors import DetoptInputError
 from detopt.evaluation import _kernels as K
 
-COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
-    "all": (0.0, 1e5**2),
-    "small": (0.0, 32.0**2),
-    "medium": (32.0**2, 96.0**2),
-    "large": (96.0**2, 1e5**2),
-}
 # exactly pycocotools' Params (np.linspace, not arange: the values must be bit-identical)
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)

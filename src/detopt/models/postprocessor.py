@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET, PRE_NMS_TOPK, SCORE_THRESHOLD
 from detopt.models.heads import decode_outputs
 from detopt.ops.postprocess import METHOD_REGISTRY, postprocess
 from detopt.structures.detections import Detections
@@ -37,10 +38,10 @@ class Postprocessor:
         strides: Sequence[int],
         reg_max: int = 16,
         method: str = "nms",
-        score_thr: float = 0.001,
-        iou_thr: float = 0.7,
-        max_det: int = 300,
-        pre_nms_topk: int = 10000,
+        score_thr: float = SCORE_THRESHOLD,
+        iou_thr: float = IOU_THRESHOLD,
+        max_det: int = MAX_DET,
+        pre_nms_topk: int = PRE_NMS_TOPK,
         multi_label: bool = False,
         agnostic: bool = False,
     ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET, PRE_NMS_TOPK, SCORE_THRESHOLD
 from detopt.errors import DetoptInputError
 from detopt.ops._array import (
     ArrayLike,
@@ -197,8 +198,9 @@ def _candidates(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike | None,
 
 
 def postprocess(boxes: ArrayLike, scores: ArrayLike, labels: ArrayLike | None = None, *,
-                method: str = "nms", score_thr: float = 0.001, iou_thr: float = 0.6,
-                max_det: int = 300, pre_nms_topk: int = 30000, agnostic: bool = False,
+                method: str = "nms", score_thr: float = SCORE_THRESHOLD,
+                iou_thr: float = IOU_THRESHOLD, max_det: int = MAX_DET,
+                pre_nms_topk: int = PRE_NMS_TOPK, agnostic: bool = False,
                 sigma: float | None = None) -> Detections:
     """Turn raw per-image predictions into final detections.
 

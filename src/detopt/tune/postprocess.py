@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET, PRE_NMS_TOPK, SCORE_THRESHOLD
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.formats.coco import coco_dict
 from detopt.data.transforms.letterbox import LetterboxMeta
@@ -114,11 +115,11 @@ class Setting:
     """One post-processing setting (see :func:`detopt.ops.postprocess.postprocess`)."""
 
     method: str = "nms"
-    iou_thr: float = 0.7
-    score_thr: float = 0.001
+    iou_thr: float = IOU_THRESHOLD
+    score_thr: float = SCORE_THRESHOLD
     sigma: float | None = None
     agnostic: bool = False
-    max_det: int = 300
+    max_det: int = MAX_DET
 
     def label(self) -> str:
         """What the report calls it: the method's registered label and its knob."""
@@ -155,7 +156,7 @@ def apply_setting(cands: Candidates, setting: Setting) -> tuple[list[Detections]
             max_det=setting.max_det,
             agnostic=setting.agnostic,
             sigma=setting.sigma,
-            pre_nms_topk=10000,
+            pre_nms_topk=PRE_NMS_TOPK,
         )
         spent += time.perf_counter() - t
         out.append(to_original(d, meta, hw))

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from detopt.data.defects import Defect, refuse_or_warn
-from detopt.data.formats._common import IMAGE_MODES, announce, output_dir
+from detopt.data.formats._common import IMAGE_MODES, announce, forget_announcements, output_dir
 from detopt.data.formats.coco import read_coco, split_name, standard_split, write_coco
 from detopt.data.formats.voc import is_voc_dir, read_voc, voc_roots, write_voc
 from detopt.data.formats.yolo import is_yolo_dir, read_yolo, write_yolo
@@ -254,6 +254,7 @@ __all__ = [
     "announce",
     "coco_split_files",
     "detect_format",
+    "forget_announcements",
     "load_dataset",
     "read_coco",
     "read_dataset",

@@ -16,10 +16,11 @@ import math
 import cv2
 import numpy as np
 
+from detopt.constants import PAD_VALUE
 from detopt.data.transforms._shapes import scale_polygon, transform_shapes
 from detopt.data.transforms.sample import BoxFilter, Sample
 
-PAD = 114
+PAD = PAD_VALUE
 DEFAULT_FILTER = BoxFilter()
 
 
@@ -45,7 +46,8 @@ def vflip(s: Sample) -> Sample:
     return _flip(s, 1)
 
 
-def _shift(dx: float, dy: float) -> np.ndarray:
+def translation(dx: float, dy: float) -> np.ndarray:
+    """The 3×3 homogeneous matrix that moves points by ``(dx, dy)``."""
     return np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]])
 
 
@@ -59,7 +61,7 @@ def warp_image(
     """The pixels of :func:`warp`: ``image`` through the 3x3 ``m`` (continuous coordinates)
     into ``out_size = (H, W)``; affine matrices use ``warpAffine``, others ``warpPerspective``."""
     oh, ow = out_size
-    mc = _shift(-0.5, -0.5) @ m @ _shift(0.5, 0.5)
+    mc = translation(-0.5, -0.5) @ m @ translation(0.5, 0.5)
     border = (pad_value, pad_value, pad_value)
     if m[2, 0] == 0 and m[2, 1] == 0 and m[2, 2] == 1:
         return cv2.warpAffine(image, mc[:2], (ow, oh), flags=interpolation, borderValue=border)
@@ -113,7 +115,7 @@ def affine_matrix(
     the output centre plus ``translate`` (fractions of the output size)."""
     ih, iw = in_size
     oh, ow = out_size
-    c = _shift(-iw / 2, -ih / 2)
+    c = translation(-iw / 2, -ih / 2)
     p = np.eye(3)
     p[2, 0], p[2, 1] = perspective
     r = np.eye(3)
@@ -122,7 +124,7 @@ def affine_matrix(
     sh = np.eye(3)
     sh[0, 1] = math.tan(math.radians(shear[0]))
     sh[1, 0] = math.tan(math.radians(shear[1]))
-    t = _shift(ow / 2 + translate[0] * ow, oh / 2 + translate[1] * oh)
+    t = translation(ow / 2 + translate[0] * ow, oh / 2 + translate[1] * oh)
     return t @ sh @ r @ p @ c
 
 
@@ -194,5 +196,5 @@ def random_resized_crop(
     else:
         x0, y0, cw, ch = 0.0, 0.0, float(w), float(h)
     oh, ow = out_size
-    m = np.diag([ow / cw, oh / ch, 1.0]) @ _shift(-x0, -y0)
+    m = np.diag([ow / cw, oh / ch, 1.0]) @ translation(-x0, -y0)
     return warp(s, m, out_size, box_filter, interpolation)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from detopt.constants import PAD_VALUE
+
 
 @dataclass(frozen=True)
 class LetterboxMeta:
@@ -57,7 +59,7 @@ def resize_to_meta(img: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
 
 
 def letterbox_image(
-    img: np.ndarray, size: int | tuple[int, int], meta: LetterboxMeta, pad_value: int = 114
+    img: np.ndarray, size: int | tuple[int, int], meta: LetterboxMeta, pad_value: int = PAD_VALUE
 ) -> np.ndarray:
     """``img`` ``uint8 [h, w, C]`` resized and padded to ``[H, W, C]`` as ``meta`` says."""
     th, tw = (size, size) if isinstance(size, int) else size
@@ -89,7 +91,7 @@ def letterbox(
     img: np.ndarray,
     boxes: np.ndarray,
     size: int | tuple[int, int],
-    pad_value: int = 114,
+    pad_value: int = PAD_VALUE,
     scaleup: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, LetterboxMeta]:
     """Letterbox an image ``uint8 [h, w, C]`` and its boxes ``[N, 4]`` xyxy to ``size``.

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from detopt.constants import PAD_VALUE
 from detopt.data.transforms._shapes import Polygons, scale_polygon, transform_shapes
-from detopt.data.transforms.geometric import _shift, hflip, warp_image, warp_shapes
+from detopt.data.transforms.geometric import hflip, translation, warp_image, warp_shapes
 from detopt.data.transforms.sample import BoxFilter, Sample
 
-PAD = 114
+PAD = PAD_VALUE
 _FILTER = BoxFilter()
 
 
@@ -62,7 +63,7 @@ def _place(
     clipped to it."""
     x0, y0, x1, y1 = dst
     sx, sy = src
-    m = _shift(x0 - sx, y0 - sy)
+    m = translation(x0 - sx, y0 - sy)
     boxes, visible, _, masks = transform_shapes(s.boxes, s.masks, m, (x0, y0, x1, y1))
     keep = box_filter.keep(boxes, visible)
     return boxes[keep], s.labels[keep], [p for p, k in zip(masks, keep, strict=True) if k]
@@ -108,7 +109,7 @@ def warp_tiles(
         y0 = round(-m[1, 2] / m[1, 1])
         crop = render(t, (x0, y0, x0 + w, y0 + h))
         img = crop if (w, h) == (ow, oh) else cv2.resize(crop, (ow, oh), interpolation=interpolation)
-        m = np.diag([ow / w, oh / h, 1.0]) @ _shift(-x0, -y0)  # the matrix actually applied
+        m = np.diag([ow / w, oh / h, 1.0]) @ translation(-x0, -y0)  # the matrix actually applied
     else:
         corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1.0]]) @ np.linalg.inv(m).T
         if (corners[:, 2] > 0).all():
@@ -120,7 +121,7 @@ def warp_tiles(
         else:  # the preimage is unbounded (strong perspective): the whole canvas
             x0, y0, x1, y1 = 0, 0, cw, ch
         if x1 > x0 and y1 > y0:
-            img = warp_image(render(t, (x0, y0, x1, y1)), m @ _shift(x0, y0), out_size, interpolation)
+            img = warp_image(render(t, (x0, y0, x1, y1)), m @ translation(x0, y0), out_size, interpolation)
         else:  # the output sees none of the canvas
             img = np.full((oh, ow, 3), PAD, np.uint8)
     boxes, labels, masks = warp_shapes(t.boxes, t.labels, t.masks, m, out_size, box_filter)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import yaml
 
+from detopt.constants import PAD_VALUE
 from detopt.data.transforms import color, geometric, mix
 from detopt.data.transforms._shapes import scale_polygon
 from detopt.data.transforms.letterbox import letterbox_boxes, letterbox_image, letterbox_meta
@@ -144,7 +145,7 @@ class Letterbox(Transform):
 
     name = "letterbox"
 
-    def __init__(self, size: int, p: float = 1.0, pad_value: int = 114) -> None:
+    def __init__(self, size: int, p: float = 1.0, pad_value: int = PAD_VALUE) -> None:
         super().__init__(p)
         self.size, self.pad_value = size, pad_value
 
@@ -308,7 +309,7 @@ class Cutout(Transform):
         holes: int = 4,
         hole_size: Sequence[float] = (0.05, 0.25),
         max_hidden: float = 0.6,
-        fill: int | None = 114,
+        fill: int | None = PAD_VALUE,
     ) -> None:
         super().__init__(p)
         self.holes, self.hole_size, self.max_hidden, self.fill = holes, tuple(hole_size), max_hidden, fill
