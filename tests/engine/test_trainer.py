@@ -133,10 +133,12 @@ def test_persistent_non_finite_loss_stops_with_a_clear_message(synth_dir, tmp_pa
 
 def test_time_budget_sets_the_epochs(synth_dir, tmp_path):
     trainer = Trainer(_small_cfg(synth_dir, tmp_path, time=100))
-    assert trainer._budget_epochs(epoch_seconds=30.0, done=0) == 3
-    trainer.elapsed = 95.0
-    assert trainer._budget_epochs(epoch_seconds=30.0, done=3) == 3  # no time left: stop here
-    assert trainer._budget_epochs(epoch_seconds=1000.0, done=0) == 1  # at least one epoch
+    plan = trainer.plan
+    assert plan.budget_epochs(epoch_seconds=30.0, done=0, elapsed=0.0) == 3
+    assert plan.budget_epochs(epoch_seconds=30.0, done=3, elapsed=95.0) == 3  # no time left: stop here
+    assert plan.budget_epochs(epoch_seconds=1000.0, done=0, elapsed=0.0) == 1  # at least one epoch
+    plan.refine([40.0, 30.0, 30.0], done=3, elapsed=100.0)
+    assert plan.epochs == 3  # the budget is spent: stop after the epoch just done
 
 
 @pytest.mark.slow

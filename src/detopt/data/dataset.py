@@ -31,7 +31,7 @@ from detopt.data.transforms.letterbox import (
 from detopt.data.transforms.pipeline import Compose
 from detopt.data.transforms.sample import Sample
 from detopt.errors import DetoptDataError
-from detopt.structures.records import ImageRecord
+from detopt.structures.records import DatasetRecords, ImageRecord
 
 if TYPE_CHECKING:
     from detopt.data.formats import ImagesDir
@@ -262,37 +262,41 @@ def make_loader(
     )
 
 
-def dataset_from_source(
+def read_source(
     src: str | Path,
+    images_dir: ImagesDir = None,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetRecords, list[Defect]]:
+    """Read a data set (COCO / YOLO / VOC) once: its records and the reader's defects (which
+    :func:`split_dataset` honours). ``images_dir``, ``allow_outside_root``, ``max_pixels``: see
+    :func:`~detopt.data.formats.read_dataset`."""
+    from detopt.data.formats import read_dataset
+
+    ds, defects, _ = read_dataset(
+        src, images_dir=images_dir, allow_outside_root=allow_outside_root, max_pixels=max_pixels
+    )
+    return ds, defects
+
+
+def split_dataset(
+    src: str | Path,
+    ds: DatasetRecords,
+    defects: list[Defect],
     split: str,
     img_size: int = 640,
-    images_dir: ImagesDir = None,
     skip_invalid: bool = False,
     cache: bool = False,
     transform: Transform | None = None,
     check_images: bool = True,
     pipeline: Compose | None = None,
     seed: int = 0,
-    allow_outside_root: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> tuple[DetectionDataset, list[str]]:
-    """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split.
-
-    Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
-    defective images are left out and counted (by kind) in ``dataset.skipped`` and a warning.
-    ``pipeline`` and ``seed``: the augmentation of a training split (see :class:`DetectionDataset`).
-    ``images_dir``, ``allow_outside_root``, ``max_pixels``: see
-    :func:`~detopt.data.formats.read_dataset`. ``dataset.category_ids`` holds the data set's own
-    category ids (what prediction records carry).
-
-    Returns:
-        (dataset, class names).
-    """
-    from detopt.data.formats import read_dataset
-
-    ds, defects, _ = read_dataset(
-        src, images_dir=images_dir, allow_outside_root=allow_outside_root, max_pixels=max_pixels
-    )
+) -> DetectionDataset:
+    """The dataset of one split of records read by :func:`read_source` (``src`` names it in
+    messages). A defect anywhere in the data set (reader defects before any image is decoded)
+    stops it unless ``skip_invalid``; then defective images are left out and counted (by kind,
+    with the reader's defects) in ``dataset.skipped`` and a warning."""
     if split not in ds.splits:
         raise DetoptDataError(f"{src}: no split {split!r} (has {', '.join(ds.splits) or 'none'})")
     # a defect anywhere stops it (train and val are read together); reader defects stop before decoding
@@ -310,4 +314,37 @@ def dataset_from_source(
     )
     dataset.skipped = count_by_kind(defects)
     refuse_or_warn(f"{src} [{split}]", defects, skip_invalid=True, kept=len(records))
+    return dataset
+
+
+def dataset_from_source(
+    src: str | Path,
+    split: str,
+    img_size: int = 640,
+    images_dir: ImagesDir = None,
+    skip_invalid: bool = False,
+    cache: bool = False,
+    transform: Transform | None = None,
+    check_images: bool = True,
+    pipeline: Compose | None = None,
+    seed: int = 0,
+    allow_outside_root: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[DetectionDataset, list[str]]:
+    """Read a data set (COCO / YOLO / VOC), check it and build the dataset of one split
+    (:func:`read_source` then :func:`split_dataset`).
+
+    Defects anywhere in the data set stop it with the report unless ``skip_invalid``; then the
+    defective images are left out and counted (by kind) in ``dataset.skipped`` and a warning.
+    ``pipeline`` and ``seed``: the augmentation of a training split (see :class:`DetectionDataset`).
+    ``images_dir``, ``allow_outside_root``, ``max_pixels``: see
+    :func:`~detopt.data.formats.read_dataset`. ``dataset.category_ids`` holds the data set's own
+    category ids (what prediction records carry).
+
+    Returns:
+        (dataset, class names).
+    """
+    ds, defects = read_source(src, images_dir, allow_outside_root, max_pixels)
+    dataset = split_dataset(src, ds, defects, split, img_size, skip_invalid, cache, transform,
+                            check_images, pipeline, seed, max_pixels)
     return dataset, ds.names

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "Callback": "callbacks",
     "atomic_save": "checkpoint",
     "export_safetensors": "checkpoint",
     "load_checkpoint": "checkpoint",
@@ -19,6 +20,7 @@ _WHERE = {
     "build_optimizer": "optim",
     "param_groups": "optim",
     "set_hyperparameters": "optim",
+    "EpochPlan": "plan",
     "Schedule": "schedules",
     "lr_factor": "schedules",
     "DetoptTrainingError": "trainer",

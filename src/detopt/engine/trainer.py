@@ -7,7 +7,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,16 @@ from torch.utils.data import DataLoader, Sampler
 
 from detopt.assign import build_assigner
 from detopt.config import TrainConfig, build_config, save_config
-from detopt.data.dataset import DetectionDataset, collate_detections, dataset_from_source
+from detopt.data.dataset import DetectionDataset, collate_detections, read_source, split_dataset
 from detopt.data.transforms.multiscale import random_train_size, resize_batch
-from detopt.data.transforms.pipeline import build_pipeline, default_pipeline
+from detopt.data.transforms.pipeline import Compose, default_pipeline
+from detopt.data.transforms.pipeline import build_pipeline as pipeline_from_config
+from detopt.engine.callbacks import run_hook
 from detopt.engine.checkpoint import atomic_save, load_checkpoint
 from detopt.engine.ema import ModelEMA
-from detopt.engine.optim import build_optimizer, set_hyperparameters
-from detopt.engine.schedules import Schedule
+from detopt.engine.optim import build_optimizer as make_optimizer
+from detopt.engine.optim import set_hyperparameters
+from detopt.engine.plan import EpochPlan
 from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptError, DetoptInputError
 from detopt.evaluation import STAT_NAMES
@@ -80,64 +83,111 @@ class Trainer:
     ``last.pt`` (model, EMA, optimizer, scaler, RNG, epoch; the data order and the augmentation
     are functions of ``(seed, epoch, index)``), so a killed run ends with the same weights as an
     uninterrupted one in deterministic mode.
+
+    Built from parts, each a method a subclass can override: :meth:`setup_runtime`,
+    :meth:`build_datasets` (the data set is read once for both splits), :meth:`build_pipeline`,
+    :meth:`build_model`, :meth:`build_criterion`, :meth:`build_postprocessor`,
+    :meth:`build_optimizer`, :meth:`build_loader`. The run's length, schedule and close-mosaic are
+    one :class:`~detopt.engine.plan.EpochPlan` (``self.plan``). ``callbacks``: objects with any of
+    the hooks of :class:`~detopt.engine.callbacks.Callback` (``on_epoch_end(trainer, epoch,
+    metrics)`` ...); one may call :meth:`request_stop`.
     """
 
-    def __init__(self, cfg: TrainConfig, _resume: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Any] = (),
+                 _resume: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
-        self.rank, self.world, local_rank = _distributed()
-        self.device = resolve_device(cfg.device)
-        if self.world > 1:
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", local_rank)
-                torch.cuda.set_device(self.device)
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.callbacks: list[Any] = list(callbacks)
+        self.rank, self.world, self.device = self.setup_runtime()
         self.main = self.rank == 0
         self.out = Path(cfg.out)
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-            if self.device.type == "cuda":
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-                torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.seed)
 
-        pipeline = None
-        if cfg.augment:
-            pipeline = (
-                build_pipeline(cfg.pipeline, size=cfg.imgsz)
-                if cfg.pipeline
-                else default_pipeline(cfg.imgsz, close_mosaic=cfg.close_mosaic)
+        self.train_set, self.val_set, self.names, self.category_ids = self.build_datasets()
+        self.model = self.build_model()
+        self.criterion = self.build_criterion()
+        self.postprocessor = self.build_postprocessor()
+        total_batch = cfg.batch * self.world
+        self.accumulate = max(round(cfg.nbs / total_batch), 1)
+        self.optimizer = self.build_optimizer()
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.train_set, self.names = dataset_from_source(
-            cfg.data,
-            "train",
-            cfg.imgsz,
-            images_dir=cfg.images,
-            skip_invalid=cfg.skip_invalid,
-            cache=cfg.cache,
-            pipeline=pipeline,
-            seed=cfg.seed,
-            allow_outside_root=cfg.allow_outside_root,
-            max_pixels=cfg.max_pixels,
-        )
-        self.category_ids: list[int] = list(self.train_set.category_ids or range(1, len(self.names) + 1))
-        if len(self.train_set) == 0:
-            raise DetoptInputError(f"{cfg.data}: the train split has no images")
-        self.val_set = None
-        if cfg.val:
-            self.val_set, _ = dataset_from_source(
-                cfg.data,
-                cfg.val_split,
-                cfg.imgsz,
-                images_dir=cfg.images,
-                skip_invalid=cfg.skip_invalid,
-                cache=cfg.cache,
-                allow_outside_root=cfg.allow_outside_root,
-                max_pixels=cfg.max_pixels,
-            )
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed, True, self.rank, self.world)
+        self.loader = self.build_loader()
+        self.iters_per_epoch = len(self.loader)
+        if self.iters_per_epoch == 0:
+            raise DetoptInputError(f"{cfg.data}: no full batch of {cfg.batch} images")
 
-        self.model = create_model(cfg.model, len(self.names), p2=cfg.p2, img_size=cfg.imgsz).to(self.device)
-        self.criterion = DetectionCriterion(
+        pipeline = self.train_set.pipeline
+        self.plan = EpochPlan.from_config(cfg, pipeline.close_mosaic if pipeline is not None else 0)
+        self.start_epoch = 0
+        self.best_fitness = -1.0
+        self.bad_steps = 0
+        self.elapsed = 0.0  # training seconds before this process (resume)
+        self.metrics: dict[str, float] = {}
+        self.stop_requested = False
+        self.stopped_early = False
+        if _resume is not None:
+            self._load_state(_resume)
+
+    # ---------------------------------------------------------------- parts (override to change one)
+    def setup_runtime(self) -> tuple[int, int, torch.device]:
+        """``(rank, world, device)``: the device of this process, the DDP process group under
+        ``torchrun``, deterministic algorithms when asked."""
+        cfg = self.cfg
+        rank, world, local_rank = _distributed()
+        device = resolve_device(cfg.device)
+        if world > 1:
+            if device.type == "cuda":
+                device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            if device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.backends.cudnn.benchmark = False
+        return rank, world, device
+
+    def build_pipeline(self) -> Compose | None:
+        """The training augmentation: the YAML pipeline of ``cfg.pipeline`` (its own close_mosaic
+        kept), else the default one with ``cfg.close_mosaic``; None without ``cfg.augment``."""
+        cfg = self.cfg
+        if not cfg.augment:
+            return None
+        if cfg.pipeline:
+            return pipeline_from_config(cfg.pipeline, size=cfg.imgsz)
+        return default_pipeline(cfg.imgsz, close_mosaic=cfg.close_mosaic)
+
+    def build_datasets(self) -> tuple[DetectionDataset, DetectionDataset | None, list[str], list[int]]:
+        """``(train_set, val_set or None, names, category_ids)``; the data set is read once."""
+        cfg = self.cfg
+        ds, defects = read_source(cfg.data, cfg.images, cfg.allow_outside_root, cfg.max_pixels)
+        common = {"img_size": cfg.imgsz, "skip_invalid": cfg.skip_invalid, "cache": cfg.cache,
+                  "max_pixels": cfg.max_pixels}
+        train_set = split_dataset(cfg.data, ds, defects, "train", pipeline=self.build_pipeline(),
+                                  seed=cfg.seed, **common)
+        names = list(ds.names)
+        category_ids = list(train_set.category_ids or range(1, len(names) + 1))
+        if len(train_set) == 0:
+            raise DetoptInputError(f"{cfg.data}: the train split has no images")
+        val_set = split_dataset(cfg.data, ds, defects, cfg.val_split, **common) if cfg.val else None
+        return train_set, val_set, names, category_ids
+
+    def build_model(self) -> nn.Module:
+        """The registered model ``cfg.model`` for the data set's classes, on the device."""
+        cfg = self.cfg
+        return create_model(cfg.model, len(self.names), p2=cfg.p2, img_size=cfg.imgsz).to(self.device)
+
+    def build_criterion(self) -> DetectionCriterion:
+        """The loss: ``cfg.assigner`` with ``cfg.cls_loss`` / ``cfg.box_loss`` and the gains."""
+        cfg = self.cfg
+        return DetectionCriterion(
             len(self.names),
             self.model.strides,
             self.model.reg_max,
@@ -148,54 +198,51 @@ class Trainer:
             cls_gain=cfg.cls_gain,
             dfl_gain=cfg.dfl_gain,
         )
-        self.postprocessor = Postprocessor(
-            self.model.strides,
-            self.model.reg_max,
-            method=cfg.nms,
-            score_thr=cfg.conf,
-            iou_thr=cfg.iou,
-            max_det=cfg.max_det,
-        )
-        total_batch = cfg.batch * self.world
-        self.accumulate = max(round(cfg.nbs / total_batch), 1)
-        weight_decay = cfg.weight_decay * total_batch * self.accumulate / cfg.nbs
-        self.optimizer = build_optimizer(self.model, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
-        self.net: nn.Module = self.model
-        if self.world > 1:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
 
-        self.sampler = EpochSampler(len(self.train_set), cfg.seed, True, self.rank, self.world)
-        drop_last = len(self.sampler) >= cfg.batch
-        self.loader = DataLoader(
+    def build_postprocessor(self) -> Postprocessor:
+        """Decode + suppression used by validation (``cfg.nms``, ``conf``, ``iou``, ``max_det``)."""
+        cfg = self.cfg
+        return Postprocessor(self.model.strides, self.model.reg_max, method=cfg.nms, score_thr=cfg.conf,
+                             iou_thr=cfg.iou, max_det=cfg.max_det)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """``cfg.optimizer`` over the model's parameter groups; weight decay scaled to the
+        nominal batch (``cfg.nbs``) the accumulation reaches."""
+        cfg = self.cfg
+        weight_decay = cfg.weight_decay * (cfg.batch * self.world) * self.accumulate / cfg.nbs
+        return make_optimizer(self.model, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
+
+    def build_loader(self) -> DataLoader:
+        """The training loader over ``self.sampler`` (the epoch's order is a function of the seed
+        and the epoch, which exact resume needs)."""
+        cfg = self.cfg
+        return DataLoader(
             self.train_set,
             batch_size=cfg.batch,
             sampler=self.sampler,
             num_workers=cfg.workers,
             collate_fn=collate_detections,
-            drop_last=drop_last,
+            drop_last=len(self.sampler) >= cfg.batch,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        self.iters_per_epoch = len(self.loader)
-        if self.iters_per_epoch == 0:
-            raise DetoptInputError(f"{cfg.data}: no full batch of {cfg.batch} images")
 
-        self.epochs = cfg.epochs
-        self.start_epoch = 0
-        self.best_fitness = -1.0
-        self.bad_steps = 0
-        self.elapsed = 0.0  # training seconds before this process (resume)
-        self.metrics: dict[str, float] = {}
-        if _resume is not None:
-            self._load_state(_resume)
+    # ---------------------------------------------------------------- plan and callbacks
+    @property
+    def epochs(self) -> int:
+        """Planned number of epochs (see :class:`~detopt.engine.plan.EpochPlan`)."""
+        return self.plan.epochs
+
+    def request_stop(self) -> None:
+        """End the run after the current epoch (its checkpoint is written); for callbacks."""
+        self.stop_requested = True
+
+    def _hook(self, name: str, *args: Any) -> None:
+        run_hook(self.callbacks, name, self, *args)
 
     # ---------------------------------------------------------------- state
     @classmethod
-    def resume(cls, run: str | Path, **overrides: Any) -> Trainer:
+    def resume(cls, run: str | Path, callbacks: Sequence[Any] = (), **overrides: Any) -> Trainer:
         """A trainer that continues ``run`` (its folder or its ``last.pt``) with the run's config;
         ``overrides`` change keys of it (``epochs=`` extends a finished run). Changing keys that
         shape the data or the model breaks exactness (and the model must still load)."""
@@ -204,9 +251,9 @@ class Trainer:
         ckpt = load_checkpoint(path)
         values = dict(ckpt["config"]) | overrides
         cfg = build_config(TrainConfig, values)
-        trainer = cls(cfg, _resume=ckpt)
+        trainer = cls(cfg, callbacks=callbacks, _resume=ckpt)
         if "epochs" in overrides:  # extend (or shorten) a run explicitly
-            trainer.epochs = max(int(overrides["epochs"]), trainer.start_epoch)
+            trainer.plan.set_epochs(int(overrides["epochs"]), trainer.start_epoch)
         return trainer
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
@@ -217,7 +264,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.start_epoch = int(ckpt["epoch"]) + 1
-        self.epochs = int(ckpt["epochs"])
+        self.plan.epochs = int(ckpt["epochs"])
         self.best_fitness = float(ckpt["best_fitness"])
         self.bad_steps = int(ckpt["bad_steps"])
         self.elapsed = float(ckpt["elapsed"])
@@ -243,24 +290,6 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- loop
-    def _schedule(self) -> Schedule:
-        nb = self.iters_per_epoch
-        warmup = (
-            max(round(self.cfg.warmup_epochs * nb), self.cfg.warmup_min_iters)
-            if self.cfg.warmup_epochs
-            else 0
-        )
-        warmup = min(warmup, round(self.cfg.warmup_max_fraction * self.epochs * nb))  # short runs
-        return Schedule(
-            self.cfg.lr0,
-            self.cfg.lrf,
-            self.cfg.schedule,
-            self.cfg.momentum,
-            warmup,
-            self.cfg.warmup_bias_lr,
-            self.cfg.warmup_momentum,
-        )
-
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg.grad_clip)
@@ -276,13 +305,8 @@ class Trainer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok.item())
 
-    def _budget_epochs(self, epoch_seconds: float, done: int) -> int:
-        """Epochs that fit the time budget, given the mean seconds of one (train + val)."""
-        left = self.cfg.time - self.elapsed
-        return max(done + int(left // max(epoch_seconds, 1e-6)), done, 1)
-
     def _first_estimate(self, i: int, nb: int, epoch: int) -> None:
-        """Early in the first epoch, fit the epochs to the budget so warmup, schedule and
+        """Early in the first epoch, fit the plan to the budget so warmup, schedule and
         close-mosaic are planned for the real length (iterations 5-25 are timed: the first ones
         carry the loader's start-up). Refined after every epoch with measured epoch times."""
         first, last = min(5, nb - 1), min(25, nb - 1)
@@ -290,19 +314,14 @@ class Trainer:
             self._t_first = time.perf_counter()
         if i == last:
             per_iter = (time.perf_counter() - self._t_first) / max(last - first, 1)
-            val_share = 1.15 if self.val_set is not None else 1.0
-            self.epochs = max(self._budget_epochs(per_iter * nb * val_share, epoch), epoch + 1)
+            self.plan.fit_first_epoch(per_iter, nb, epoch, self.elapsed, self.val_set is not None)
             self._set_data_epoch(epoch)
 
     def _set_data_epoch(self, epoch: int) -> None:
-        """Seed the augmentation with the epoch; close-mosaic covers the last
-        ``min(close_mosaic, max(1, round(close_mosaic_max_fraction · epochs)))`` epochs, so a short
-        run keeps mosaic for most of its epochs."""
-        pipeline = self.train_set.pipeline
-        if pipeline is not None and self.cfg.close_mosaic:
-            frac = max(1, round(self.cfg.close_mosaic_max_fraction * self.epochs))
-            pipeline.close_mosaic = min(self.cfg.close_mosaic, frac)
-        self.train_set.set_epoch(epoch, self.epochs)
+        """Seed the augmentation with the epoch; the plan decides whether mixing runs."""
+        self.train_set.set_epoch(epoch)
+        if self.train_set.pipeline is not None:
+            self.train_set.pipeline.set_mixing(self.plan.mixing_on(epoch))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
@@ -323,7 +342,7 @@ class Trainer:
             bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{self.epochs}", leave=True, dynamic_ncols=True)
         t0 = time.perf_counter()
         lr = 0.0
-        sched = self._schedule()
+        sched = self.plan.schedule(nb)
         for i, batch in enumerate(self.loader):
             ni = i + nb * epoch
             lr, bias_lr, mom = sched.at(ni, nb * self.epochs)
@@ -384,7 +403,7 @@ class Trainer:
                 bar.update(1)
             if cfg.time is not None and epoch == self.start_epoch:
                 self._first_estimate(i, nb, epoch)
-                sched = self._schedule()  # the planned epochs may have changed
+                sched = self.plan.schedule(nb)  # the planned epochs may have changed
         if pending:  # never carry gradients across an epoch boundary (exact resume)
             self._optimizer_step()
         if bar is not None:
@@ -462,8 +481,10 @@ class Trainer:
             self.elapsed += self._warm_validation()
         epoch = self.start_epoch
         epoch_times: list[float] = []
+        self._hook("on_train_start")
         while epoch < self.epochs:
             t_epoch = time.perf_counter()
+            self._hook("on_epoch_start", epoch)
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update(self.train_epoch(epoch))
             last = epoch + 1 >= self.epochs
@@ -475,10 +496,7 @@ class Trainer:
             self.elapsed += epoch_times[-1]
             row["time"] = round(self.elapsed, 2)
             if cfg.time is not None:  # refine the number of epochs with measured epoch times
-                steady = epoch_times[1:] or epoch_times  # the first carries loader start-up
-                self.epochs = self._budget_epochs(float(np.mean(steady)), epoch + 1)
-                if self.elapsed >= cfg.time:
-                    self.epochs = epoch + 1
+                self.plan.refine(epoch_times, epoch + 1, self.elapsed)
             if self.main:
                 improved = fitness > self.best_fitness
                 if improved:
@@ -492,10 +510,14 @@ class Trainer:
                     for k, v in row.items():
                         if k != "epoch":
                             writer.add_scalar(k, v, epoch + 1)
+            self._hook("on_epoch_end", epoch, row)
             epoch += 1
+            if self.stop_requested and epoch < self.epochs:
+                self.plan.set_epochs(epoch, epoch)
+                self.stopped_early = True
         if writer is not None:
             writer.close()
-        return {
+        summary = {
             "epochs": self.epochs,
             "best_fitness": self.best_fitness,
             "metrics": dict(self.metrics),
@@ -503,4 +525,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "out": str(self.out),
             "skipped": dict(self.train_set.skipped),
+            "stopped_early": self.stopped_early,
         }
+        self._hook("on_train_end", summary)
+        return summary

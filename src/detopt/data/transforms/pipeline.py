@@ -364,6 +364,11 @@ class Compose:
         """Turn mixing off when ``epoch >= epochs - close_mosaic`` (0-based epochs)."""
         self.mixing_on = not (self.close_mosaic and epoch >= epochs - self.close_mosaic)
 
+    def set_mixing(self, on: bool) -> None:
+        """Turn the mixing transforms on or off (a trainer's epoch plan decides; the pipeline's
+        own ``close_mosaic`` is left as configured)."""
+        self.mixing_on = bool(on)
+
     def _run(self, s: Sample, rng: np.random.Generator, raw: Source | None, upto: int) -> Sample:
         if not self.mixing_on:
             s = self._letterbox(s, rng)
