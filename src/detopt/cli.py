@@ -48,7 +48,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from detopt.evaluation import evaluate_coco
 
     result = evaluate_coco(args.gt, args.pred, max_dets=tuple(args.max_dets))
-    result.summary()
+    print(result.summary())
     print()
     print(result.per_class_table())
     counts = result.to_dict()["counts"]
@@ -587,15 +587,16 @@ def _cmd_val(args: argparse.Namespace) -> int:
                                          **_source_kw(args))
     data_ids = ds.category_ids or list(range(1, len(data_names) + 1))
     pred_ids = label_map_by_name(w.names, w.category_ids, data_names, data_ids, args.remap, args.data)
-    result, preds, _ = evaluate_detector(w.model, ds, data_names, _postprocessor_from_args(w.model, args),
-                                         resolve_device(args.device), batch_size=args.batch,
-                                         category_ids=data_ids, pred_category_ids=pred_ids)
-    result.summary()
+    ev = evaluate_detector(w.model, ds, data_names, _postprocessor_from_args(w.model, args),
+                           resolve_device(args.device), batch_size=args.batch,
+                           category_ids=data_ids, pred_category_ids=pred_ids)
+    result = ev.result
+    print(result.summary())
     print()
     print(result.per_class_table())
-    print(f"\n{len(ds)} images, {len(preds)} predictions")
+    print(f"\n{len(ds)} images, {ev.num_detections} predictions")
     if args.save_json:
-        _write_json(Path(args.save_json), preds)
+        _write_json(Path(args.save_json), ev.records())
     if args.plots:
         from detopt.evaluation.plots import save_plots
 

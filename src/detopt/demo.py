@@ -312,7 +312,6 @@ class _Context:
 def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     """COCO evaluation of the final EMA weights with the default post-processing (``run/eval``)."""
     from detopt.data.image_io import decode_image
-    from detopt.evaluation import evaluate_coco
     from detopt.evaluation.curves import f1_curve, image_outcomes
     from detopt.evaluation.plots import save_plots
     from detopt.report.figures import draw_outcomes, tile, write_png
@@ -320,11 +319,9 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
 
     cands = ctx.candidates()
     dets, _ = apply_setting(cands, DEFAULT)
-    ids = [im["id"] for im in cands.gt["images"]]
-    records = cands.records(dets)
     out = run / "eval"
-    _write_json(out / "predictions.json", records)
-    res = evaluate_coco(cands.gt, records)
+    _write_json(out / "predictions.json", cands.records(dets))
+    res = cands.evaluate(dets)
     f1 = f1_curve(res, 0.5)
     conf = float(f1.best_confidence) if np.isfinite(f1.best_f1) else 0.25
     plots = save_plots(res, out, iou_threshold=0.5, confidence_threshold=conf)
@@ -337,20 +334,19 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     # predictions drawn on evenly spaced validation images
     k = 4 if cfg.quick else 8
     picks = np.unique(np.linspace(0, len(cands) - 1, k).round().astype(int))
-    label_of = {c["id"]: k for k, c in enumerate(cands.gt["categories"])}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for a in cands.gt["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
+    gt = cands.gt
+    label_ids = cands.category_ids or list(range(1, len(gt.category_ids) + 1))
+    label_of = np.array([label_ids.index(c) for c in gt.category_ids], np.int64)  # gt category -> label
+    pos_of = {iid: k for k, iid in enumerate(gt.image_ids)}
     tiles, tp_n, fp_n, miss_n = [], 0, 0, 0
     for i in picks:
         d = dets[i]
         keep = np.asarray(d.scores) >= conf
         db, ds_, dl = np.asarray(d.boxes)[keep], np.asarray(d.scores)[keep], np.asarray(d.labels)[keep]
-        anns = [a for a in by_image.get(ids[i], []) if not a.get("iscrowd")]
-        gb = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64).reshape(
-            -1, 4
-        )
-        gl = np.array([label_of[a["category_id"]] for a in anns], np.int64)
+        rows = (gt.image == pos_of[cands.image_ids[i]]) & ~gt.crowd
+        x, y, w, h = gt.box[rows].T
+        gb = np.stack([x, y, x + w, y + h], axis=1).reshape(-1, 4)
+        gl = label_of[gt.category[rows]]
         tp, hit = image_outcomes(db, ds_, dl, gb, gl, 0.5)
         tp_n, fp_n, miss_n = tp_n + int(tp.sum()), fp_n + int((~tp).sum()), miss_n + int((~hit).sum())
         tiles.append(draw_outcomes(decode_image(ctx.val_paths[i]), db, ds_, dl, tp, gb, gl, hit, names))
@@ -395,7 +391,8 @@ def study_postprocessing(
         sweeps = {g: (fixed, knob, values[::2]) for g, (fixed, knob, values) in METHOD_SWEEPS.items()}
         res = study(cands, sweeps, score_grid=(0.001, 0.05, 0.25), nms_iou_grid=(0.5, 0.7))
     else:
-        res = study(cands, progress=True)
+        res = study(cands, on_result=lambda r: log(
+            f"  {r.label:<58} mAP {r.ap:.4f}  AP_small {r.ap_small:.4f}  {r.ms_per_image:7.3f} ms/img"))
     doc = res.to_dict()
     out = run / "postprocess"
     _write_json(out / "study.json", doc)

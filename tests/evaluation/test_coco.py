@@ -225,10 +225,10 @@ def test_per_class_and_to_dict() -> None:
     assert d["stats"] == r.stats.tolist() and set(d["per_class"]) == set(r.per_class)
 
 
-def test_summary_prints_pycocotools_table(capsys) -> None:
+def test_summary_is_pycocotools_table(capsys) -> None:
     gt, dt = synthetic_coco(10, seed=6)
     text = evaluate_coco(gt, dt).summary()
-    assert capsys.readouterr().out.strip() == text.strip()
+    assert capsys.readouterr().out == ""  # library code returns text; the CLI prints it
     lines = [ln for ln in pycoco_eval(gt, dt).printed.splitlines() if ln.startswith(" Average")]
     assert len(lines) == 12
     assert text.splitlines() == lines

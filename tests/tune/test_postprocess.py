@@ -12,6 +12,7 @@ from detopt.data.synth import write_synthetic
 from detopt.data.transforms.letterbox import LetterboxMeta
 from detopt.engine.validate import coco_records, evaluate_detector
 from detopt.errors import DetoptInputError
+from detopt.evaluation import load_coco_gt
 from detopt.models import Postprocessor, create_model
 from detopt.ops.postprocess import postprocess
 from detopt.testing import synthetic_coco
@@ -30,9 +31,9 @@ from tests.evaluation.conftest import pycoco_eval
 
 
 @pytest.fixture(scope="module")
-def world():
-    """Candidates built from a synthetic detector output: 16 images, 3 classes, identity letterbox."""
-    gt, dt = synthetic_coco(
+def world_json():
+    """A synthetic COCO ground truth and detector output: 16 images, 3 classes."""
+    return synthetic_coco(
         16,
         n_classes=3,
         gt_per_image=8,
@@ -42,6 +43,12 @@ def world():
         extra_dets_per_gt=2.0,
         score_decimals=4,
     )
+
+
+@pytest.fixture(scope="module")
+def world(world_json):
+    """Candidates built from the synthetic detector output, identity letterbox."""
+    gt, dt = world_json
     ids = [im["id"] for im in gt["images"]]
     boxes, scores, labels = [], [], []
     for i in ids:
@@ -59,14 +66,16 @@ def world():
         labels,
         [meta] * len(ids),
         [(120, 160)] * len(ids),
-        gt,
+        load_coco_gt(gt),
+        ids,
         [f"im{i}.jpg" for i in ids],
         0.001,
     )
     return cands
 
 
-def test_run_setting_scores_like_pycocotools(world):
+def test_run_setting_scores_like_pycocotools(world, world_json):
+    gt = world_json[0]
     s = Setting("soft_nms_gaussian", sigma=0.5, score_thr=0.01)
     r = run_setting(world, s, "g")
     records = []
@@ -74,20 +83,24 @@ def test_run_setting_scores_like_pycocotools(world):
         d = postprocess(b, sc, lab, method=s.method, score_thr=s.score_thr, iou_thr=s.iou_thr, sigma=s.sigma)
         d.boxes[:, 0::2] = d.boxes[:, 0::2].clip(0, 160)
         d.boxes[:, 1::2] = d.boxes[:, 1::2].clip(0, 120)
-        records += coco_records(d, world.gt["images"][i]["id"], world.file_names[i])
-    ev = pycoco_eval(world.gt, [{k: v for k, v in x.items() if k != "file_name"} for x in records])
+        records += coco_records(d, gt["images"][i]["id"], world.file_names[i])
+    ev = pycoco_eval(gt, [{k: v for k, v in x.items() if k != "file_name"} for x in records])
     assert r.ap == pytest.approx(ev.stats[0], abs=1e-12)
     assert r.ap50 == pytest.approx(ev.stats[1], abs=1e-12)
     assert r.ap_small == pytest.approx(ev.stats[3], abs=1e-12)
     assert r.dets_per_image == pytest.approx(len(records) / len(world))
-    even = {im["id"] for k, im in enumerate(world.gt["images"]) if k % 2 == 0}
+    even = {im["id"] for k, im in enumerate(gt["images"]) if k % 2 == 0}
     sub_gt = {
-        **world.gt,
-        "images": [im for im in world.gt["images"] if im["id"] in even],
-        "annotations": [a for a in world.gt["annotations"] if a["image_id"] in even],
+        **gt,
+        "images": [im for im in gt["images"] if im["id"] in even],
+        "annotations": [a for a in gt["annotations"] if a["image_id"] in even],
     }
     sub_dt = [{k: v for k, v in x.items() if k != "file_name"} for x in records if x["image_id"] in even]
     assert r.ap_even == pytest.approx(pycoco_eval(sub_gt, sub_dt).stats[0], abs=1e-12)
+    odd = [{k: v for k, v in x.items() if k != "file_name"} for x in records if x["image_id"] not in even]
+    odd_gt = {**gt, "images": [im for im in gt["images"] if im["id"] not in even],
+              "annotations": [a for a in gt["annotations"] if a["image_id"] not in even]}
+    assert r.ap_odd == pytest.approx(pycoco_eval(odd_gt, odd).stats[0], abs=1e-12)
     assert r.ms_per_image > 0
     assert "soft-NMS gaussian" in r.label and "sigma 0.5" in r.label
 
@@ -128,14 +141,13 @@ def test_candidates_path_equals_the_standard_evaluation(tmp_path):
     torch.manual_seed(0)
     model = create_model("yolo-p", len(names), img_size=96).eval()
     pp = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=0.001, iou_thr=0.7, max_det=300)
-    res, preds, _ = evaluate_detector(model, ds, names, pp, batch_size=4)
+    ev = evaluate_detector(model, ds, names, pp, batch_size=4)
     cands = collect_candidates(model, ds, names, batch_size=3)
     dets, _ = apply_setting(cands, DEFAULT)
-    ids = [im["id"] for im in cands.gt["images"]]
-    records = [r for d, i, f in zip(dets, ids, cands.file_names, strict=True) for r in coco_records(d, i, f)]
+    records = cands.records(dets)
     assert len(records) > 0
-    assert records == preds
-    assert run_setting(cands, DEFAULT).ap == pytest.approx(float(res.stats[0]), abs=0)
+    assert records == ev.records()
+    assert run_setting(cands, DEFAULT).ap == pytest.approx(float(ev.result.stats[0]), abs=0)
 
 
 @pytest.fixture

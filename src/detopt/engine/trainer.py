@@ -415,7 +415,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         model = self.ema.module if self.ema is not None else self.model
-        res, _, _ = evaluate_detector(
+        res = evaluate_detector(
             model,
             self.val_set,
             self.names,
@@ -424,7 +424,7 @@ class Trainer:
             batch_size=self.cfg.batch * 2,
             workers=0,
             amp=self.cfg.amp,
-        )
+        ).result
         return {f"metrics/{k}": float(v) for k, v in zip(STAT_NAMES, res.stats, strict=True)}
 
     def _warm_validation(self) -> float:

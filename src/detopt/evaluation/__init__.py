@@ -8,8 +8,11 @@ from detopt.evaluation.coco import (
     CocoPredictions,
     DetoptEvalWarning,
     evaluate_coco,
+    evaluate_detections,
     load_coco_gt,
     load_coco_predictions,
+    predictions_from_detections,
+    result_values,
 )
 
 __all__ = [
@@ -20,6 +23,9 @@ __all__ = [
     "CocoPredictions",
     "DetoptEvalWarning",
     "evaluate_coco",
+    "evaluate_detections",
     "load_coco_gt",
     "load_coco_predictions",
+    "predictions_from_detections",
+    "result_values",
 ]

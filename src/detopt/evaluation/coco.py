@@ -40,6 +40,8 @@ import numpy as np
 from detopt.constants import COCO_AREA_RANGES
 from detopt.errors import DetoptInputError
 from detopt.evaluation import _kernels as K
+from detopt.structures.detections import Detections
+from detopt.structures.records import ImageRecord, coco_image_ids, polygons_area
 
 # exactly pycocotools' Params (np.linspace, not arange: the values must be bit-identical)
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -191,6 +193,77 @@ class CocoGroundTruth:
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
+    @classmethod
+    def from_records(cls, records: Sequence[ImageRecord], names: Sequence[str],
+                     category_ids: Sequence[int] | None = None,
+                     file_names: Sequence[str | None] | None = None,
+                     source: str = "records") -> CocoGroundTruth:
+        """The ground truth of image records, in memory: the same arrays as reading the COCO json
+        ``detopt`` writes for them (``coco_dict``: coordinates and areas at 3 decimals, image ids
+        kept when all are unique ints, else ``1..N``; annotation ids ``1..G``), bit for bit.
+
+        Args:
+            records: the images. names: class names (label order).
+            category_ids: the category id of each label (default ``label + 1``).
+            file_names: each record's ``file_name`` (default None).
+        """
+        ids_of = list(range(1, len(names) + 1)) if category_ids is None else [int(c) for c in category_ids]
+        if len(ids_of) != len(names):
+            raise DetoptInputError(f"{source}: {len(ids_of)} category ids for {len(names)} class names")
+        if len(set(ids_of)) != len(ids_of):
+            raise DetoptInputError(f"{source}: category ids {ids_of} are not unique")
+        fnames = list(file_names) if file_names is not None else [None] * len(records)
+        img_ids = coco_image_ids(list(records))
+        image_ids = sorted(img_ids)
+        img_pos = {x: i for i, x in enumerate(image_ids)}
+        name_of = dict(zip(img_ids, fnames, strict=True))
+        category_ids_sorted = sorted(ids_of)
+        cat_pos = {x: i for i, x in enumerate(category_ids_sorted)}
+        label_to_cat = np.array([cat_pos[c] for c in ids_of], np.int64).reshape(-1)
+        image, category, box, area, crowd = [], [], [], [], []
+        for iid, r in zip(img_ids, records, strict=True):
+            n = len(r)
+            if n == 0:
+                continue
+            b = np.asarray(r.boxes, np.float32).astype(np.float64)
+            lab = np.asarray(r.labels, np.int64)
+            if lab.min() < 0 or lab.max() >= len(names):
+                raise DetoptInputError(f"{r.path}: label {int(lab.max())} with {len(names)} class names")
+            image.append(np.full(n, img_pos[iid], np.int64))
+            category.append(label_to_cat[lab])
+            xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+            box.append(_decimals(xywh, 3))
+            if r.masks is not None:
+                raw = [polygons_area(r.masks[j]) if r.masks[j] else (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+                       for j in range(n)]
+                area.append(_decimals(np.asarray(raw, np.float64), 3))
+            else:
+                area.append(_decimals((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 3))
+            crowd.append(np.asarray(r.crowd, bool).reshape(n))
+        g = _joined(image, np.int64, 0)
+        raw_names = {c: str(nm) for c, nm in zip(ids_of, names, strict=True)}
+        return cls(source, image_ids, category_ids_sorted, _display_names(category_ids_sorted, raw_names),
+                   g, _joined(category, np.int64, 0), _joined(box, np.float64, (0, 4)),
+                   _joined(area, np.float64, 0), _joined(crowd, bool, 0), np.zeros(len(g), bool),
+                   [name_of[i] for i in image_ids])
+
+    def subset(self, image_ids: Sequence[Any]) -> CocoGroundTruth:
+        """The ground truth of some images only (ids of this ground truth; their order is kept
+        sorted as pycocotools sorts it). Categories stay all."""
+        want = set(image_ids)
+        unknown = want - set(self.image_ids)
+        if unknown:
+            raise DetoptInputError(f"{self.source}: subset names images not in it: {sorted(unknown)[:10]}")
+        keep_img = np.array([i in want for i in self.image_ids], bool).reshape(-1)
+        new_index = np.cumsum(keep_img) - 1
+        rows = keep_img[self.image] if len(self.image) else np.zeros(0, bool)
+        kept_ids = [i for i, k in zip(self.image_ids, keep_img, strict=True) if k]
+        return CocoGroundTruth(
+            self.source, kept_ids, list(self.category_ids), list(self.category_names),
+            new_index[self.image[rows]].astype(np.int64), self.category[rows], self.box[rows],
+            self.area[rows], self.crowd[rows], self.id_zero[rows],
+            [f for f, k in zip(self.file_names, keep_img, strict=True) if k] if self.file_names else [])
+
 
 @dataclass(frozen=True)
 class CocoPredictions:
@@ -209,6 +282,19 @@ class CocoPredictions:
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
+
+
+def _joined(parts: list[np.ndarray], dtype: Any, empty_shape: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(empty_shape, dtype)
+
+
+def _display_names(category_ids: list, raw_names: dict) -> list[str]:
+    """Category names in id order; a name used by several ids gets ``(id N)`` appended."""
+    name_count: dict[str, int] = {}
+    for c in category_ids:
+        name_count[raw_names[c]] = name_count.get(raw_names[c], 0) + 1
+    return [raw_names[c] if name_count[raw_names[c]] == 1 else f"{raw_names[c]} (id {c})"
+            for c in category_ids]
 
 
 def load_coco_gt(gt: Any) -> CocoGroundTruth:
@@ -238,11 +324,7 @@ def load_coco_gt(gt: Any) -> CocoGroundTruth:
     category_ids = _sorted_ids(cat_ids, source, "categories")
     cat_lookup = {x: i for i, x in enumerate(category_ids)}
     raw_names = {r["id"]: str(r.get("name", r["id"])) for r in cats}
-    name_count: dict[str, int] = {}
-    for c in category_ids:
-        name_count[raw_names[c]] = name_count.get(raw_names[c], 0) + 1
-    category_names = [raw_names[c] if name_count[raw_names[c]] == 1 else f"{raw_names[c]} (id {c})"
-                      for c in category_ids]
+    category_names = _display_names(category_ids, raw_names)
 
     ann_ids = _column(anns, "id", source, "annotations")
     _check_unique(ann_ids, source, "annotations", anns)
@@ -320,6 +402,80 @@ def load_coco_predictions(predictions: Any, gt: CocoGroundTruth) -> CocoPredicti
     return CocoPredictions(source, image, category, box, score, n_skipped)
 
 
+def _decimals(x: np.ndarray, d: int) -> np.ndarray:
+    """Each value as its ``d``-decimal text read back (``float(f"{v:.{d}f}")``, -0 as 0): what a
+    COCO json written by detopt holds for ground-truth numbers."""
+    flat = [float(f"{v:.{d}f}") + 0.0 for v in np.asarray(x, np.float64).ravel().tolist()]
+    return np.array(flat, np.float64).reshape(np.shape(x))
+
+
+def result_values(dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """What a COCO results record holds for one image's detections: ``bbox`` ``[x, y, w, h]``
+    rounded to 3 decimals and ``score`` to 5 (Python's correctly rounded ``round``), float64.
+    Used by the json records and the in-memory evaluation alike, so both score the same numbers."""
+    b = np.asarray(dets.boxes, np.float64).reshape(-1, 4)
+    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    box = np.array([round(v, 3) for v in xywh.ravel().tolist()], np.float64).reshape(-1, 4)
+    score = np.array([round(float(v), 5) for v in np.asarray(dets.scores).ravel()], np.float64)
+    return box, score
+
+
+def predictions_from_detections(gt: CocoGroundTruth, detections: Sequence[Detections],
+                                image_ids: Sequence[Any] | None = None,
+                                category_ids: Sequence[int] | None = None,
+                                source: str = "detections") -> CocoPredictions:
+    """Detections of each image as :class:`CocoPredictions` against ``gt``, without json.
+
+    Args:
+        detections: one :class:`Detections` per image (xyxy in the image's pixels).
+        image_ids: the ground-truth image id of each entry (default ``gt.image_ids``).
+        category_ids: the category id of each label (default ``label + 1``); labels whose id is
+            not in ``gt`` are skipped and counted in one warning, as for json results.
+    """
+    ids = list(gt.image_ids) if image_ids is None else list(image_ids)
+    if len(ids) != len(detections):
+        raise DetoptInputError(f"{source}: {len(detections)} detection lists for {len(ids)} image ids")
+    img_pos = {x: i for i, x in enumerate(gt.image_ids)}
+    missing = [i for i in ids if i not in img_pos]
+    if missing:
+        raise DetoptInputError(f"{source}: image ids not in ground truth {gt.source}: {missing[:10]}")
+    cat_pos = {x: i for i, x in enumerate(gt.category_ids)}
+    images, cats, boxes, scores = [], [], [], []
+    for iid, d in zip(ids, detections, strict=True):
+        box, score = result_values(d)
+        lab = np.asarray(d.labels, np.int64).reshape(-1)
+        cid = lab + 1 if category_ids is None else np.asarray(category_ids, np.int64)[lab]
+        images.append(np.full(len(score), img_pos[iid], np.int64))
+        cats.append(np.array([cat_pos.get(int(c), -1) for c in cid], np.int64).reshape(-1))
+        boxes.append(box)
+        scores.append(score)
+    image = np.concatenate(images) if images else np.zeros(0, np.int64)
+    category = np.concatenate(cats) if cats else np.zeros(0, np.int64)
+    box = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float64)
+    score = np.concatenate(scores) if scores else np.zeros(0, np.float64)
+    bad = (box[:, 2] < 0) | (box[:, 3] < 0)
+    if bad.any():
+        raise DetoptInputError(f"{source}: {int(bad.sum())} boxes have a negative width or height")
+    known = category >= 0
+    n_skipped = int((~known).sum())
+    if n_skipped:
+        warnings.warn(f"{source}: skipped {n_skipped} of {len(score)} detections whose category id is "
+                      f"not in the ground truth", DetoptEvalWarning, stacklevel=3)
+        image, category, box, score = image[known], category[known], box[known], score[known]
+    return CocoPredictions(source, image, category, box, score, n_skipped)
+
+
+def evaluate_detections(gt: CocoGroundTruth, detections: Sequence[Detections],
+                        image_ids: Sequence[Any] | None = None,
+                        category_ids: Sequence[int] | None = None,
+                        max_dets: Sequence[int] = (1, 10, 100),
+                        area_ranges: Mapping[str, Sequence[float]] | None = None) -> CocoEvalResult:
+    """:func:`evaluate_coco` of in-memory detections (see :func:`predictions_from_detections`):
+    the numbers pycocotools gives for the json results detopt writes of them, with no json."""
+    preds = predictions_from_detections(gt, detections, image_ids, category_ids)
+    return evaluate_coco(gt, preds, max_dets=max_dets, area_ranges=area_ranges)
+
+
 def _hashable(x: Any) -> bool:
     try:
         hash(x)
@@ -370,10 +526,8 @@ class CocoEvalResult:
         return out
 
     def summary(self) -> str:
-        """Print the familiar 12-line table and return it."""
-        text = "\n".join(self.summary_lines())
-        print(text)
-        return text
+        """The familiar 12-line table as one text (pycocotools prints it; print it yourself)."""
+        return "\n".join(self.summary_lines())
 
     def per_class_table(self) -> str:
         """One row per category: AP, AP50, AP75, AR, ground-truth and prediction counts."""

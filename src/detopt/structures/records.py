@@ -11,6 +11,15 @@ Polygon = np.ndarray
 """One polygon: ``float32 [2P]`` absolute ``x1, y1, x2, y2, ...`` (COCO's polygon layout)."""
 
 
+def polygons_area(polys: list[np.ndarray]) -> float:
+    """Total shoelace area of ``polys`` (each ``[2P]`` absolute xy), in float64 (COCO's ``area``)."""
+    total = 0.0
+    for p in polys:
+        x, y = p[0::2].astype(np.float64), p[1::2].astype(np.float64)
+        total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return total
+
+
 @dataclass
 class ImageRecord:
     """One image and its objects.
@@ -52,6 +61,15 @@ class ImageRecord:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+
+def coco_image_ids(records: list[ImageRecord]) -> list[int]:
+    """The COCO image id of each record: its own when all are unique ints, else ``1..N`` (what
+    written COCO files and the in-memory ground truth use)."""
+    rid = [r.image_id for r in records]
+    if all(i is not None for i in rid) and len(set(rid)) == len(rid):
+        return [int(i) for i in rid]
+    return list(range(1, len(records) + 1))
 
 
 def default_category_ids(num_classes: int) -> list[int]:

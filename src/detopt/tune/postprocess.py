@@ -13,7 +13,7 @@ the same images is optimistic.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,15 +23,15 @@ from torch import nn
 
 from detopt.constants import IOU_THRESHOLD, MAX_DET, PRE_NMS_TOPK, SCORE_THRESHOLD
 from detopt.data.dataset import DetectionDataset, make_loader
-from detopt.data.formats.coco import coco_dict
 from detopt.data.transforms.letterbox import LetterboxMeta
 from detopt.engine.validate import coco_records, file_names, to_original
 from detopt.errors import DetoptInputError
-from detopt.evaluation import evaluate_coco
+from detopt.evaluation import CocoEvalResult, CocoGroundTruth, evaluate_detections
 from detopt.models.postprocessor import Postprocessor
 from detopt.ops.postprocess import METHOD_REGISTRY, postprocess
 from detopt.runtime import autocast
 from detopt.structures.detections import Detections
+from detopt.structures.records import coco_image_ids
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,9 @@ class Candidates:
 
     boxes: float32 ``[N_i, 4]`` xyxy in network-input pixels; scores: float32 ``[N_i]`` (best class
     probability, all ``> min_score``); labels: int64 ``[N_i]``; metas / orig_sizes ``(h, w)``: to map
-    boxes back; gt: the COCO ground-truth dict; file_names: ``file_name`` of each image;
-    category_ids: the data set's category id of each label (None: ``label + 1``).
+    boxes back; gt: the ground truth (arrays, built once); image_ids: the ground-truth id of each
+    image; file_names: ``file_name`` of each image; category_ids: the data set's category id of
+    each label (None: ``label + 1``).
     """
 
     boxes: list[np.ndarray]
@@ -49,7 +50,8 @@ class Candidates:
     labels: list[np.ndarray]
     metas: list[LetterboxMeta]
     orig_sizes: list[tuple[int, int]]
-    gt: dict[str, Any]
+    gt: CocoGroundTruth
+    image_ids: list[int]
     file_names: list[str]
     min_score: float
     category_ids: list[int] | None = None
@@ -58,13 +60,19 @@ class Candidates:
         return len(self.boxes)
 
     def records(self, dets: Sequence[Detections]) -> list[dict[str, Any]]:
-        """COCO results records (with ``file_name``) of one detection list per image."""
-        ids = [im["id"] for im in self.gt["images"]]
+        """COCO results records (with ``file_name``) of one detection list per image: for files."""
         return [
             r
-            for d, i, f in zip(dets, ids, self.file_names, strict=True)
+            for d, i, f in zip(dets, self.image_ids, self.file_names, strict=True)
             for r in coco_records(d, i, f, self.category_ids)
         ]
+
+    def evaluate(self, dets: Sequence[Detections], image_ids: Sequence[int] | None = None) -> CocoEvalResult:
+        """Exact COCO evaluation of one detection list per image, in memory (``image_ids``: score
+        only those images, ``dets`` being theirs in the same order)."""
+        if image_ids is None:
+            return evaluate_detections(self.gt, dets, self.image_ids, self.category_ids)
+        return evaluate_detections(self.gt.subset(image_ids), dets, image_ids, self.category_ids)
 
 
 @torch.no_grad()
@@ -106,8 +114,9 @@ def collect_candidates(
         model.train(was)
     fnames = file_names([r.path for r in dataset.records])
     cat_ids = getattr(dataset, "category_ids", None)
-    gt = coco_dict(dataset.records, list(names), fnames, cat_ids)
-    return Candidates(boxes, scores, labels, metas, sizes, gt, fnames, float(min_score), cat_ids)
+    gt = CocoGroundTruth.from_records(dataset.records, list(names), cat_ids, fnames)
+    return Candidates(boxes, scores, labels, metas, sizes, gt, coco_image_ids(dataset.records), fnames,
+                      float(min_score), cat_ids)
 
 
 @dataclass(frozen=True)
@@ -163,14 +172,6 @@ def apply_setting(cands: Candidates, setting: Setting) -> tuple[list[Detections]
     return out, spent / max(len(cands), 1)
 
 
-def _subset_gt(gt: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
-    return {
-        **gt,
-        "images": [im for im in gt["images"] if im["id"] in image_ids],
-        "annotations": [a for a in gt["annotations"] if a["image_id"] in image_ids],
-    }
-
-
 @dataclass
 class SettingResult:
     """COCO numbers of one setting on all images and on the two halves (even / odd images)."""
@@ -196,17 +197,14 @@ def run_setting(cands: Candidates, setting: Setting, group: str = "") -> Setting
     """Apply ``setting`` and score it: COCO mAP50-95, mAP50, AP_small on every image, mAP50-95 on
     the even and on the odd images, suppression milliseconds and detections per image."""
     dets, seconds = apply_setting(cands, setting)
-    ids = [im["id"] for im in cands.gt["images"]]
-    records = cands.records(dets)
-    res = evaluate_coco(cands.gt, records)
+    res = cands.evaluate(dets)
     halves = []
     for parity in (0, 1):
-        keep = {i for k, i in enumerate(ids) if k % 2 == parity}
-        if not keep:
+        ids = cands.image_ids[parity::2]
+        if not ids:
             halves.append(float("nan"))
             continue
-        sub = [r for r in records if r["image_id"] in keep]
-        halves.append(float(evaluate_coco(_subset_gt(cands.gt, keep), sub).stats[0]))
+        halves.append(float(cands.evaluate(dets[parity::2], ids).stats[0]))
     return SettingResult(
         setting,
         setting.label(),
@@ -214,7 +212,7 @@ def run_setting(cands: Candidates, setting: Setting, group: str = "") -> Setting
         float(res.stats[1]),
         float(res.stats[3]),
         1000.0 * seconds,
-        len(records) / max(len(cands), 1),
+        sum(len(d.scores) for d in dets) / max(len(cands), 1),
         halves[0],
         halves[1],
         group,
@@ -285,23 +283,21 @@ def study(
     sweeps: dict[str, tuple[dict[str, Any], str, tuple[float, ...]]] | None = None,
     score_grid: Sequence[float] = SCORE_GRID,
     nms_iou_grid: Sequence[float] = NMS_IOU_GRID,
-    progress: bool = False,
+    on_result: Callable[[SettingResult], None] | None = None,
 ) -> StudyResult:
     """Score every method over its knob (score threshold 0.001) and hard NMS over
     ``nms_iou_grid`` × ``score_grid``. The best setting is the highest mAP50-95 on all images; the
     held-out check picks the best on the even images and reports it on the odd ones against the
-    default (hard NMS, IoU 0.7, score 0.001)."""
+    default (hard NMS, IoU 0.7, score 0.001). ``on_result`` is called with each new result (progress
+    display is the caller's)."""
     sweeps = METHOD_SWEEPS if sweeps is None else sweeps
     seen: dict[Setting, SettingResult] = {}
 
     def score(setting: Setting, group: str) -> SettingResult:
         if setting not in seen:
             seen[setting] = run_setting(cands, setting, group)
-            if progress:
-                r = seen[setting]
-                print(
-                    f"  {r.label:<58} mAP {r.ap:.4f}  AP_small {r.ap_small:.4f}  {r.ms_per_image:7.3f} ms/img"
-                )
+            if on_result is not None:
+                on_result(seen[setting])
         return seen[setting]
 
     default = score(DEFAULT, "hard NMS, per class")

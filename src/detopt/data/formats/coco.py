@@ -22,7 +22,13 @@ from detopt.data.defects import Defect, RootGuard, boxes_array, check_box, insid
 from detopt.data.formats._common import UniqueNames, fmt, place_image, write_text
 from detopt.data.image_io import DEFAULT_MAX_PIXELS, header_defect
 from detopt.errors import DetoptDataError
-from detopt.structures.records import DatasetRecords, ImageRecord, default_category_ids
+from detopt.structures.records import (
+    DatasetRecords,
+    ImageRecord,
+    coco_image_ids,
+    default_category_ids,
+    polygons_area,
+)
 
 
 def _is_number(v: Any) -> bool:
@@ -462,11 +468,8 @@ def coco_dict(
     if len(ids_of) != len(names):
         raise ValueError(f"{len(ids_of)} category ids for {len(names)} class names")
     images, annotations = [], []
-    ids = [r.image_id for r in records]
-    keep_ids = all(i is not None for i in ids) and len(set(ids)) == len(ids)
     ann_id = 0
-    for n, (r, fname) in enumerate(zip(records, file_names, strict=True)):
-        iid = int(r.image_id) if keep_ids else n + 1
+    for iid, r, fname in zip(coco_image_ids(records), records, file_names, strict=True):
         images.append({"id": iid, "file_name": fname, "width": int(r.width), "height": int(r.height)})
         for j in range(len(r)):
             x1, y1, x2, y2 = (float(v) for v in r.boxes[j])
@@ -482,7 +485,7 @@ def coco_dict(
                     float(fmt(x2 - x1, 3)),
                     float(fmt(y2 - y1, 3)),
                 ],
-                "area": float(fmt(_polygons_area(polys) if polys else (x2 - x1) * (y2 - y1), 3)),
+                "area": float(fmt(polygons_area(polys) if polys else (x2 - x1) * (y2 - y1), 3)),
                 "iscrowd": int(bool(r.crowd[j])),
                 "segmentation": [[float(fmt(float(v), 2)) for v in p] for p in polys],
             }
@@ -495,14 +498,6 @@ def coco_dict(
         "annotations": annotations,
         "categories": cats,
     }
-
-
-def _polygons_area(polys: list[np.ndarray]) -> float:
-    total = 0.0
-    for p in polys:
-        x, y = p[0::2].astype(np.float64), p[1::2].astype(np.float64)
-        total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    return total
 
 
 def write_coco(ds: DatasetRecords, out: Path, mode: str) -> list[str]:
