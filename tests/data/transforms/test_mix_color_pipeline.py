@@ -277,6 +277,33 @@ def test_build_pipeline_errors(tmp_path):
         TRANSFORMS["mixup"](p=1.0)(scenes(0, 1)[0], np.random.default_rng(0))
 
 
+def test_a_transform_registered_by_its_decorator_alone_runs_in_a_yaml_pipeline(tmp_path):
+    from detopt.data.transforms.pipeline import Transform, register_transform
+
+    @register_transform
+    class Invert(Transform):
+        name = "toy_invert"
+
+        def apply(self, s, rng, source):
+            return Sample(255 - s.image, s.boxes, s.labels)
+
+    try:
+        f = tmp_path / "p.yaml"
+        f.write_text("size: 64\ntransforms:\n  - {name: toy_invert}\n")
+        pipe = build_pipeline(f)
+        s = scenes(0, 1)[0]
+        out = pipe.transforms[0](s, np.random.default_rng(0))
+        assert np.array_equal(out.image, 255 - s.image) and np.array_equal(out.boxes, s.boxes)
+        with pytest.raises(DetoptInputError, match=r"unknown parameter\(s\) \['strength'\]"):
+            build_pipeline({"size": 64, "transforms": [{"name": "toy_invert", "strength": 2}]})
+        with pytest.raises(ValueError, match="already registered"):
+            register_transform(Invert)
+    finally:
+        TRANSFORMS.remove("toy_invert")
+    with pytest.raises(DetoptInputError, match="unknown transform 'toy_invert'"):
+        build_pipeline({"size": 64, "transforms": [{"name": "toy_invert"}]})
+
+
 def test_hsv_gain_is_per_channel_gain_in_hsv():
     """Against a per-pixel reference: HSV via OpenCV, each channel times its own gain in float32,
     rounded to nearest (ties to even) and saturated, hue taken modulo 180, back to BGR."""

@@ -22,8 +22,19 @@ from detopt.data.transforms._shapes import scale_polygon
 from detopt.data.transforms.letterbox import letterbox_boxes, letterbox_image, letterbox_meta
 from detopt.data.transforms.sample import BoxFilter, Sample
 from detopt.errors import DetoptInputError
+from detopt.registry import Registry
 
 Source = Callable[[np.random.Generator], Sample]
+
+
+TRANSFORMS: Registry[type[Transform]] = Registry("transform")
+"""Transform name -> class: what a pipeline YAML's ``name`` refers to (``@register_transform``)."""
+
+
+def register_transform(cls: type[Transform]) -> type[Transform]:
+    """Class decorator: register a transform under its ``name`` attribute."""
+    TRANSFORMS.add(cls.name, cls)
+    return cls
 
 
 class Transform:
@@ -57,6 +68,7 @@ def _filter(min_size: float, min_visible: float, max_aspect: float) -> BoxFilter
     return BoxFilter(min_size=min_size, min_visible=min_visible, max_aspect=max_aspect)
 
 
+@register_transform
 class HFlip(Transform):
     name = "hflip"
 
@@ -67,6 +79,7 @@ class HFlip(Transform):
         return geometric.hflip(s)
 
 
+@register_transform
 class VFlip(Transform):
     name = "vflip"
 
@@ -77,6 +90,7 @@ class VFlip(Transform):
         return geometric.vflip(s)
 
 
+@register_transform
 class RandomAffine(Transform):
     """:func:`geometric.random_affine`; ``size`` is the output side (None: the input size)."""
 
@@ -117,6 +131,7 @@ class RandomAffine(Transform):
         return mix.warp_tiles(t, m, out, self.filter)
 
 
+@register_transform
 class RandomResizedCrop(Transform):
     name = "random_resized_crop"
 
@@ -140,6 +155,7 @@ class RandomResizedCrop(Transform):
         )
 
 
+@register_transform
 class Letterbox(Transform):
     """Resize keeping the aspect ratio and pad to ``size`` x ``size`` (objects mapped exactly)."""
 
@@ -159,6 +175,7 @@ class Letterbox(Transform):
         return Sample(img, letterbox_boxes(s.boxes, meta), s.labels.copy(), masks)
 
 
+@register_transform
 class HSV(Transform):
     name = "hsv"
 
@@ -170,6 +187,7 @@ class HSV(Transform):
         return Sample(color.hsv_gain(s.image, rng, *self.gains), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class BrightnessContrast(Transform):
     name = "brightness_contrast"
 
@@ -183,6 +201,7 @@ class BrightnessContrast(Transform):
         return Sample(color.brightness_contrast(s.image, a, b), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class CLAHE(Transform):
     name = "clahe"
 
@@ -194,6 +213,7 @@ class CLAHE(Transform):
         return Sample(color.clahe(s.image, self.clip_limit, self.tile), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class Blur(Transform):
     name = "blur"
 
@@ -205,6 +225,7 @@ class Blur(Transform):
         return Sample(color.gaussian_blur(s.image, rng.uniform(*self.sigma)), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class Noise(Transform):
     name = "noise"
 
@@ -216,6 +237,7 @@ class Noise(Transform):
         return Sample(color.gaussian_noise(s.image, rng, rng.uniform(*self.std)), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class Grayscale(Transform):
     name = "grayscale"
 
@@ -226,6 +248,7 @@ class Grayscale(Transform):
         return Sample(color.grayscale(s.image), s.boxes, s.labels, s.masks)
 
 
+@register_transform
 class Mosaic(Transform):
     """4 (or 9) images on a ``2·size`` canvas; follow with ``affine`` of ``size`` to crop back."""
 
@@ -273,6 +296,7 @@ class Mosaic(Transform):
         return affine.on_tiles(t, rng)
 
 
+@register_transform
 class MixUp(Transform):
     name = "mixup"
     mixes = True
@@ -285,6 +309,7 @@ class MixUp(Transform):
         return mix.mixup(s, _need(source, self.name)(rng), rng, self.alpha)
 
 
+@register_transform
 class CopyPaste(Transform):
     name = "copy_paste"
     mixes = True
@@ -300,6 +325,7 @@ class CopyPaste(Transform):
         return mix.copy_paste(s, other, rng, self.per_object, self.max_cover, self.flip)
 
 
+@register_transform
 class Cutout(Transform):
     name = "cutout"
 
@@ -318,26 +344,6 @@ class Cutout(Transform):
         return mix.cutout(s, rng, self.holes, self.hole_size, self.max_hidden, self.fill)
 
 
-TRANSFORMS: dict[str, type[Transform]] = {
-    t.name: t
-    for t in (
-        HFlip,
-        VFlip,
-        RandomAffine,
-        RandomResizedCrop,
-        Letterbox,
-        HSV,
-        BrightnessContrast,
-        CLAHE,
-        Blur,
-        Noise,
-        Grayscale,
-        Mosaic,
-        MixUp,
-        CopyPaste,
-        Cutout,
-    )
-}
 
 
 class Compose:
@@ -442,11 +448,7 @@ def build_pipeline(cfg: dict[str, Any] | str | Path, size: int | None = None) ->
             raise DetoptInputError(f"{where}transforms[{i}]: expected a mapping with a 'name'")
         kw = dict(entry)
         name = kw.pop("name")
-        cls = TRANSFORMS.get(name)
-        if cls is None:
-            raise DetoptInputError(
-                f"{where}transforms[{i}]: unknown transform {name!r}; known: {sorted(TRANSFORMS)}"
-            )
+        cls = TRANSFORMS.get(name, f"{where}transforms[{i}]")
         params = inspect.signature(cls.__init__).parameters
         unknown = sorted(set(kw) - set(params))
         if unknown:
