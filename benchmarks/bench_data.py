@@ -66,7 +66,7 @@ def main() -> None:
         report, dt = _timed(lambda: validate_dataset(src))
         assert report.ok
         rows.append(("validate (decode every image)", n / dt, ""))
-        ds, _ = dataset_from_source(src / "data.yaml", "train", img_size=args.imgsz, check_images=False)
+        ds, _ = dataset_from_source(src / "data.yaml", "train", imgsz=args.imgsz, check_images=False)
         for workers in (0, cores):
             loader = make_loader(ds, batch_size=32, shuffle=True, workers=workers)
             _, dt = _timed(lambda loader=loader: sum(len(b["images"]) for b in loader))

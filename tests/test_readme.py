@@ -71,7 +71,7 @@ def test_readme_training_commands_run(tmp_path):
     assert (tmp_path / "runs/train-t/model.safetensors").is_file()
     assert len(list((tmp_path / "runs/pred-t").glob("*.png"))) == 8
 
-    # hard NMS keeps a box by what scores above it only: predict at --conf 0.01 (the export) is
+    # hard NMS keeps a box by what scores above it only: predict at --score-thr 0.01 (the export) is
     # exactly val at 0.001 (the checkpoint) above 0.01
     def key(records):
         return sorted((r["file_name"], r["category_id"], tuple(r["bbox"]), r["score"]) for r in records)

@@ -62,7 +62,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plots:
         from detopt.evaluation.plots import save_plots
 
-        paths = save_plots(result, args.plots, iou_threshold=args.iou_thr, confidence_threshold=args.conf)
+        paths = save_plots(result, args.plots, iou_thr=args.iou_thr, score_thr=args.score_thr)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -206,7 +206,7 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     else:
         pipe = default_pipeline(args.imgsz or 320)
     data = DetectionDataset(
-        records, img_size=pipe.size, pipeline=pipe, seed=args.seed, max_pixels=args.max_pixels
+        records, imgsz=pipe.size, pipeline=pipe, seed=args.seed, max_pixels=args.max_pixels
     )
     path = save_preview(preview_grid(data, ds.names, args.n, args.seed), args.out)
     print(f"wrote {path} ({args.n} samples, {len(pipe.transforms)} transforms, {pipe.size} px)")
@@ -537,8 +537,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _postprocessor_from_args(model, args: argparse.Namespace):
     from detopt.models import Postprocessor
 
-    return Postprocessor(model.strides, model.reg_max, method=args.nms, score_thr=args.conf,
-                         iou_thr=args.iou, max_det=args.max_det)
+    return Postprocessor(model.strides, model.reg_max, method=args.nms, score_thr=args.score_thr,
+                         iou_thr=args.iou_thr, max_det=args.max_det)
 
 
 def label_map_by_name(
@@ -582,7 +582,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
     from detopt.runtime import resolve_device
 
     w = load_weights(args.weights)
-    imgsz = args.imgsz or w.img_size or 640
+    imgsz = args.imgsz or w.imgsz or 640
     ds, data_names = dataset_from_source(args.data, args.split, imgsz, skip_invalid=args.skip_invalid,
                                          **_source_kw(args))
     data_ids = ds.category_ids or list(range(1, len(data_names) + 1))
@@ -611,7 +611,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from detopt.runtime import resolve_device
 
     w = load_weights(args.weights)
-    pred = Predictor(w.model, w.names, args.imgsz or w.img_size or 640,
+    pred = Predictor(w.model, w.names, args.imgsz or w.imgsz or 640,
                      _postprocessor_from_args(w.model, args), resolve_device(args.device),
                      batch_size=args.batch, category_ids=w.category_ids)
     records = pred.predict_to(args.source, args.out)
@@ -682,10 +682,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="IoU threshold of the F1 curve and the confusion matrix (default 0.5)",
     )
     ev.add_argument(
+        "--score-thr",
         "--conf",
+        dest="score_thr",
         type=_unit_interval,
         default=None,
-        help="confidence of the confusion matrix (default: the best-F1 confidence)",
+        help="score threshold of the confusion matrix (default: the best-F1 confidence; --conf is an alias)",
     )
     ev.set_defaults(func=_cmd_eval)
     _add_data_parser(sub)
@@ -740,9 +742,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--imgsz", type=_int_at_least(32), help="input size (default: the training size)")
         p.add_argument("--batch", type=_int_at_least(1), default=16)
         p.add_argument("--device", default="auto")
-        p.add_argument("--conf", type=_unit_interval, default=conf, help=f"score threshold (default {conf})")
-        p.add_argument("--iou", type=_unit_interval, default=IOU_THRESHOLD,
-                       help=f"NMS IoU threshold (default {IOU_THRESHOLD})")
+        p.add_argument("--score-thr", "--conf", dest="score_thr", type=_unit_interval, default=conf,
+                       help=f"score threshold (default {conf}; --conf is an alias)")
+        p.add_argument("--iou-thr", "--iou", dest="iou_thr", type=_unit_interval, default=IOU_THRESHOLD,
+                       help=f"suppression IoU threshold (default {IOU_THRESHOLD}; --iou is an alias)")
         p.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET)
         p.add_argument("--nms", default="nms", choices=list(METHOD_REGISTRY.names()),
                        help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY)")

@@ -101,8 +101,8 @@ class TrainConfig(BaseModel):
     val_split: str = "val"
     val_every: int = Field(1, ge=1)
     nms: str = Field("nms", description="post-processing method (detopt.ops.postprocess.METHOD_REGISTRY)")
-    conf: float = Field(SCORE_THRESHOLD, ge=0, le=1)
-    iou: float = Field(IOU_THRESHOLD, ge=0, le=1)
+    score_thr: float = Field(SCORE_THRESHOLD, ge=0, le=1, description="validation score threshold")
+    iou_thr: float = Field(IOU_THRESHOLD, ge=0, le=1, description="validation suppression IoU threshold")
     max_det: int = Field(MAX_DET, ge=1)
     max_bad_steps: int = Field(10, ge=1, description="consecutive non-finite losses before stopping")
     skip_invalid: bool = False
@@ -176,9 +176,28 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+RENAMED_KEYS = {"conf": "score_thr", "iou": "iou_thr"}
+"""Config keys of earlier versions -> their one spelling now (configs and checkpoints written
+before the vocabulary pass still load)."""
+
+
+def upgrade_keys(cls: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the keys of :data:`RENAMED_KEYS` under their new name (both given: an error)."""
+    fields = cls.model_fields
+    values = dict(values)
+    for old, new in RENAMED_KEYS.items():
+        if old in values and old not in fields and new in fields:
+            if new in values:
+                raise DetoptInputError(f"config keys {old!r} and {new!r} are one setting; give {new!r}")
+            values[new] = values.pop(old)
+    return values
+
+
 def build_config(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
-    """Validate ``values`` into ``cls``; errors name every bad key (unknown keys with close matches)."""
+    """Validate ``values`` into ``cls``; errors name every bad key (unknown keys with close matches).
+    Keys of :data:`RENAMED_KEYS` are read under their new name."""
     fields = list(cls.model_fields)
+    values = upgrade_keys(cls, values)
     unknown = [k for k in values if k not in fields]
     if unknown:
         hints = []

@@ -21,10 +21,10 @@ COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
 """COCO's object-size ranges in pixels² (pycocotools' ``Params.areaRng``, bit for bit)."""
 
 IOU_THRESHOLD = 0.7
-"""Suppression IoU threshold of post-processing (``iou_thr``, CLI ``--iou``)."""
+"""Suppression IoU threshold of post-processing (``iou_thr``; CLI ``--iou-thr``)."""
 SCORE_THRESHOLD = 0.001
-"""Candidates scoring ``<=`` this are dropped before suppression (``score_thr``, CLI ``--conf``
-for evaluation; ``detopt predict`` uses its own display default)."""
+"""Candidates scoring ``<=`` this are dropped before suppression (``score_thr``; CLI
+``--score-thr``) for evaluation; ``detopt predict`` uses its own display default."""
 MAX_DET = 300
 """Detections kept per image."""
 PRE_NMS_TOPK = 10000

@@ -140,8 +140,8 @@ def analyse_data(run: Path, cfg: DemoConfig) -> dict[str, Any]:
     st = dataset_stats(ds)
     plots = {p.stem: p for p in save_stats_plots(st, out)}
     train = ds.splits["train"]
-    plain = DetectionDataset(train, img_size=cfg.imgsz)
-    aug = DetectionDataset(train, img_size=cfg.imgsz, pipeline=default_pipeline(cfg.imgsz), seed=cfg.seed)
+    plain = DetectionDataset(train, imgsz=cfg.imgsz)
+    aug = DetectionDataset(train, imgsz=cfg.imgsz, pipeline=default_pipeline(cfg.imgsz), seed=cfg.seed)
     n = 9 if cfg.quick else 16
     samples = write_png(out / "samples.png", preview_grid(plain, ds.names, n, cfg.seed))
     augmented = write_png(out / "augmented.png", preview_grid(aug, ds.names, n, cfg.seed))
@@ -198,7 +198,7 @@ def fit_anchors(run: Path, cfg: DemoConfig) -> dict[str, Any]:
         "k": k,
         "levels": levels,
         "thr": thr,
-        "img_size": cfg.imgsz,
+        "imgsz": cfg.imgsz,
         "boxes": len(wh),
         "fits": fits,
         "figure": path.relative_to(run).as_posix(),
@@ -324,7 +324,7 @@ def evaluate_model(run: Path, cfg: DemoConfig, ctx: _Context) -> dict[str, Any]:
     res = cands.evaluate(dets)
     f1 = f1_curve(res, 0.5)
     conf = float(f1.best_confidence) if np.isfinite(f1.best_f1) else 0.25
-    plots = save_plots(res, out, iou_threshold=0.5, confidence_threshold=conf)
+    plots = save_plots(res, out, iou_thr=0.5, score_thr=conf)
     doc = res.to_dict()
     _write_json(out / "metrics.json", doc)
     n_gt = np.bincount(res.gt.category[~res.gt.crowd], minlength=len(res.gt.category_ids))

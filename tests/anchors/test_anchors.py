@@ -86,7 +86,7 @@ def clustered_wh(seed, centres, n=300, spread=0.03):
 
 def test_kmeans_recovers_clusters():
     centres = np.array([[0.02, 0.04], [0.1, 0.05], [0.3, 0.3], [0.05, 0.3], [0.5, 0.2], [0.15, 0.15]])
-    fit = kmeans_anchors(clustered_wh(0, centres), k=6, img_size=100, levels=2, generations=200)
+    fit = kmeans_anchors(clustered_wh(0, centres), k=6, imgsz=100, levels=2, generations=200)
     want = centres[np.argsort(centres.prod(1))] * 100
     np.testing.assert_allclose(fit.anchors, want, rtol=0.05)
     assert fit.mean_best_iou > 0.9 and fit.bpr == 1.0

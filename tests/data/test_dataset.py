@@ -74,7 +74,7 @@ def test_dataset_items_rgb_and_cache(tmp_path):
     p = tmp_path / "r.png"
     cv2.imwrite(str(p), img)
     recs = [ImageRecord(p, 120, 60, [[20, 10, 60, 30]], [1], crowd=[True]), ImageRecord(p, 120, 60)]
-    ds = DetectionDataset(recs, img_size=64)
+    ds = DetectionDataset(recs, imgsz=64)
     it = ds[0]
     assert it["image"].shape == (3, 64, 64) and it["image"].dtype == torch.uint8
     x1, y1, x2, y2 = it["boxes"][0].round().int().tolist()
@@ -82,7 +82,7 @@ def test_dataset_items_rgb_and_cache(tmp_path):
     inside = it["image"][:, y1 + 1 : y2 - 1, x1 + 1 : x2 - 1]
     assert inside[0].min() > 200 and inside[2].max() < 50  # channel 0 is red: RGB
     assert it["crowd"].tolist() == [True] and it["labels"].tolist() == [1]
-    cached = DetectionDataset(recs, img_size=64, cache=True)
+    cached = DetectionDataset(recs, imgsz=64, cache=True)
     assert torch.equal(cached[0]["image"], it["image"]) and torch.equal(cached[0]["boxes"], it["boxes"])
     batch = collate_detections([ds[0], ds[1], ds[0]])
     assert batch["images"].shape == (3, 3, 64, 64)
@@ -94,11 +94,11 @@ def test_decode_failure_names_the_file(tmp_path):
     p = tmp_path / "bad.jpg"
     p.write_bytes(b"nope")
     with pytest.raises(DetoptDataError, match=r"bad\.jpg: not a decodable image"):
-        DetectionDataset([ImageRecord(p, 10, 10)], img_size=32)[0]
+        DetectionDataset([ImageRecord(p, 10, 10)], imgsz=32)[0]
 
 
 def test_loader_with_workers_sees_every_image_once(synth_dir):
-    ds, names = dataset_from_source(synth_dir / "data.yaml", "val", img_size=96)
+    ds, names = dataset_from_source(synth_dir / "data.yaml", "val", imgsz=96)
     assert len(names) == 8 and len(ds) == 10
     seen = []
     for batch in make_loader(ds, batch_size=4, shuffle=True, workers=2, seed=1):
@@ -117,14 +117,14 @@ def test_defective_items_stop_training_unless_skipped(synth_dir, tmp_path):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) * 2 // 3])  # the header reads; the pixels are cut
     with pytest.raises(DetoptDataError, match=rf"{victim.name}: unreadable_image: truncated JPEG"):
-        dataset_from_source(root / "data.yaml", "val", img_size=64)
+        dataset_from_source(root / "data.yaml", "val", imgsz=64)
     with pytest.warns(UserWarning, match="skipped 1 defective images"):
-        ds, _ = dataset_from_source(root / "data.yaml", "val", img_size=64, skip_invalid=True)
+        ds, _ = dataset_from_source(root / "data.yaml", "val", imgsz=64, skip_invalid=True)
     assert len(ds) == 9 and ds.skipped == {"unreadable_image": 1}
     label = root / "labels" / "train" / "train_000002.txt"
     label.write_text(label.read_text() + "9 0.5 0.5 0.1 0.1\n")
     with pytest.raises(DetoptDataError, match=r"train_000002\.txt:.*class_out_of_range"):
-        dataset_from_source(root / "data.yaml", "train", img_size=64)
+        dataset_from_source(root / "data.yaml", "train", imgsz=64)
     with pytest.raises(DetoptDataError, match="no split 'test'"):
         dataset_from_source(synth_dir / "data.yaml", "test")
     assert read_dataset(synth_dir / "data.yaml")[0].num_images == 50
@@ -136,7 +136,7 @@ def test_dataset_with_augmentation_pipeline_is_reproducible(synth_dir):
 
     recs = load_dataset(synth_dir / "annotations").splits["train"]
     assert recs[0].masks is not None  # COCO carries the polygons copy-paste needs
-    ds = DetectionDataset(recs, img_size=96, pipeline=default_pipeline(96, close_mosaic=1), seed=3)
+    ds = DetectionDataset(recs, imgsz=96, pipeline=default_pipeline(96, close_mosaic=1), seed=3)
     a, b = ds[5], ds[5]
     assert a["image"].shape == (3, 96, 96) and torch.equal(a["image"], b["image"])
     assert torch.equal(a["boxes"], b["boxes"]) and len(a["crowd"]) == len(a["boxes"])
@@ -158,7 +158,7 @@ def test_augmented_samples_leave_crowd_regions_out(synth_dir):
     r = recs[0]
     r.crowd = np.zeros(len(r), bool)
     r.crowd[0] = True
-    ds = DetectionDataset([r], img_size=96, pipeline=Compose([], 96))
+    ds = DetectionDataset([r], imgsz=96, pipeline=Compose([], 96))
     s = ds.raw_sample(0)
     assert len(s.labels) == len(r) - 1 and len(s.masks) == len(r) - 1
     assert len(ds[0]["boxes"]) == len(r) - 1

@@ -291,7 +291,7 @@ def test_max_pixels_sets_the_limit_everywhere(tmp_path, capsys):
     # the loader checks the header before decoding, whatever the records say
     rec = ImageRecord(root / "images" / "train" / "a.png", 40, 30)
     with pytest.raises(DetoptDataError, match="too_large"):
-        DetectionDataset([rec], img_size=64, max_pixels=1000)[0]
+        DetectionDataset([rec], imgsz=64, max_pixels=1000)[0]
     with pytest.raises(DetoptDataError, match="too_large"):
         decode_image(rec.path, max_pixels=1199)
     assert decode_image(rec.path, max_pixels=1200).shape == (30, 40, 3)

@@ -156,3 +156,22 @@ def test_a_yaml_pipeline_keeps_its_own_close_mosaic(synth_dir, tmp_path):
         on.append(trainer.train_set.pipeline.mixing_on)
     assert on == [True] * 18 + [False] * 2
     assert trainer.train_set.pipeline.close_mosaic == 2  # never overwritten
+
+
+# ------------------------------------------------------------------ one vocabulary
+def test_one_spelling_per_setting_with_the_old_keys_and_flags_accepted():
+    from detopt.cli import build_parser
+    from detopt.config import build_config
+    from detopt.errors import DetoptInputError
+
+    cfg = build_config(TrainConfig, {"data": "d.yaml", "conf": 0.05, "iou": 0.6})  # keys of older runs
+    assert (cfg.score_thr, cfg.iou_thr) == (0.05, 0.6)
+    assert "conf" not in cfg.model_dump() and "iou" not in cfg.model_dump()
+    with pytest.raises(DetoptInputError, match="'iou' and 'iou_thr' are one setting"):
+        build_config(TrainConfig, {"data": "d.yaml", "iou": 0.6, "iou_thr": 0.5})
+    parser = build_parser()
+    for argv in (["--score-thr", "0.2", "--iou-thr", "0.4"], ["--conf", "0.2", "--iou", "0.4"]):
+        args = parser.parse_args(["val", "--weights", "w.pt", "--data", "d.yaml", *argv])
+        assert (args.score_thr, args.iou_thr) == (0.2, 0.4)
+        args = parser.parse_args(["predict", "--weights", "w.pt", "--source", "x", *argv])
+        assert (args.score_thr, args.iou_thr) == (0.2, 0.4)

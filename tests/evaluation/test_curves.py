@@ -39,7 +39,7 @@ def test_pr_curves_average_to_the_coco_stats(world) -> None:
 @pytest.mark.parametrize("iou", [0.5, 0.75])
 def test_f1_curve_against_pycocotools_matches(world, iou) -> None:
     gt, dt, r = world
-    f = f1_curve(r, iou_threshold=iou, n_points=101)
+    f = f1_curve(r, iou_thr=iou, n_points=101)
     ev = pycoco_eval(gt, dt)
     t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
     n_img = len(ev.params.imgIds)
@@ -129,9 +129,9 @@ def test_save_plots_writes_pngs(world, tmp_path) -> None:
 def test_bad_curve_arguments(world) -> None:
     _, _, r = world
     with pytest.raises(DetoptInputError, match="not one of the evaluated thresholds"):
-        f1_curve(r, iou_threshold=0.52)
+        f1_curve(r, iou_thr=0.52)
     with pytest.raises(DetoptInputError, match=r"in \[0, 1\]"):
-        confusion_matrix(r, iou_threshold=1.5)
+        confusion_matrix(r, iou_thr=1.5)
 
 
 @settings(max_examples=examples(40), deadline=None)

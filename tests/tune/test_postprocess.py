@@ -139,7 +139,7 @@ def test_candidates_path_equals_the_standard_evaluation(tmp_path):
     write_synthetic(tmp_path / "d", train=1, val=6, imgsz=96, seed=3)
     ds, names = dataset_from_source(tmp_path / "d" / "data.yaml", "val", 96)
     torch.manual_seed(0)
-    model = create_model("yolo-p", len(names), img_size=96).eval()
+    model = create_model("yolo-p", len(names), imgsz=96).eval()
     pp = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=0.001, iou_thr=0.7, max_det=300)
     ev = evaluate_detector(model, ds, names, pp, batch_size=4)
     cands = collect_candidates(model, ds, names, batch_size=3)

@@ -54,12 +54,12 @@ class Anchors:
         return Anchors(self.boxes.to(device), self.strides.to(device), self.level_sizes)
 
 
-def feature_shapes(img_size: tuple[int, int], strides: Sequence[int]) -> list[tuple[int, int]]:
-    """Feature-map ``(H, W)`` per level for an input of ``img_size = (height, width)``.
+def feature_shapes(imgsz: tuple[int, int], strides: Sequence[int]) -> list[tuple[int, int]]:
+    """Feature-map ``(H, W)`` per level for an input of ``imgsz = (height, width)``.
 
     ``ceil(size / stride)``, the output size of stride-2 convolutions with ``padding = k // 2``.
     """
-    h, w = img_size
+    h, w = imgsz
     return [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
 
 

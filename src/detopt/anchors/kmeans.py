@@ -56,7 +56,7 @@ class AnchorFit:
 
     Attributes:
         method: ``"iou-kmeans+evolve"`` or ``"euclidean-kmeans"``.
-        anchors: ``[k, 2]`` ``(w, h)`` in pixels at ``img_size``, sorted by area.
+        anchors: ``[k, 2]`` ``(w, h)`` in pixels at ``imgsz``, sorted by area.
         levels: number of pyramid levels the anchors are split over (small to large).
         thr: the IoU threshold of BPR and anchors-per-box.
         mean_best_iou, bpr, anchors_per_box, fitness: see :func:`fit_metrics`.
@@ -66,7 +66,7 @@ class AnchorFit:
     anchors: np.ndarray
     levels: int
     thr: float
-    img_size: int
+    imgsz: int
     mean_best_iou: float
     bpr: float
     anchors_per_box: float
@@ -79,7 +79,7 @@ class AnchorFit:
     def to_dict(self) -> dict:
         return {
             "method": self.method,
-            "img_size": self.img_size,
+            "imgsz": self.imgsz,
             "thr": self.thr,
             "anchors": [[[round(float(w), 1), round(float(h), 1)] for w, h in lv] for lv in self.per_level()],
             "mean_best_iou": self.mean_best_iou,
@@ -108,7 +108,7 @@ def normalized_wh(records: Iterable[ImageRecord], include_crowd: bool = False) -
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 
-def _check(wh: np.ndarray, k: int, img_size: int, levels: int) -> np.ndarray:
+def _check(wh: np.ndarray, k: int, imgsz: int, levels: int) -> np.ndarray:
     wh = np.asarray(wh, np.float64)
     if wh.ndim != 2 or wh.shape[1] != 2:
         raise DetoptInputError(f"wh: expected [N, 2] box sizes, got shape {wh.shape}")
@@ -116,16 +116,16 @@ def _check(wh: np.ndarray, k: int, img_size: int, levels: int) -> np.ndarray:
         raise DetoptInputError("wh: box sizes must be finite and positive")
     if k < 1 or levels < 1 or k % levels:
         raise DetoptInputError(f"k = {k} anchors cannot be split evenly over {levels} levels")
-    if img_size < 1:
-        raise DetoptInputError(f"img_size must be positive, got {img_size}")
+    if imgsz < 1:
+        raise DetoptInputError(f"imgsz must be positive, got {imgsz}")
     if len(wh) < k:
         raise DetoptInputError(f"need at least k = {k} boxes to fit {k} anchors, got {len(wh)}")
-    return wh * img_size
+    return wh * imgsz
 
 
-def _finish(method: str, anchors: np.ndarray, wh_px: np.ndarray, levels: int, thr: float, img_size: int):
+def _finish(method: str, anchors: np.ndarray, wh_px: np.ndarray, levels: int, thr: float, imgsz: int):
     anchors = anchors[np.argsort(anchors.prod(1), kind="stable")]
-    return AnchorFit(method, anchors, levels, thr, img_size, **fit_metrics(wh_px, anchors, thr))
+    return AnchorFit(method, anchors, levels, thr, imgsz, **fit_metrics(wh_px, anchors, thr))
 
 
 def _kmeanspp_iou(wh: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -184,7 +184,7 @@ def _evolve(
 def kmeans_anchors(
     wh: np.ndarray,
     k: int = 9,
-    img_size: int = 640,
+    imgsz: int = 640,
     *,
     levels: int = 3,
     thr: float = DEFAULT_THR,
@@ -198,14 +198,14 @@ def kmeans_anchors(
     Args:
         wh: ``[N, 2]`` box sizes normalised by the image's longer side (:func:`normalized_wh`).
         k: number of anchors; ``levels`` must divide it.
-        img_size: training size; anchors and metrics are in pixels at this size.
+        imgsz: training size; anchors and metrics are in pixels at this size.
         thr: IoU threshold for BPR, anchors-per-box and the fitness.
         generations: evolution steps (0 keeps the k-means result).
         restarts: k-means runs from different seeds; the best mean best IoU starts the evolution.
         max_boxes: fit on a random subset of this many boxes (metrics use every box).
         seed: everything random comes from ``numpy.random.default_rng(seed)``.
     """
-    wh_px = _check(wh, k, img_size, levels)
+    wh_px = _check(wh, k, imgsz, levels)
     rng = np.random.default_rng(seed)
     fit_on = wh_px if len(wh_px) <= max_boxes else wh_px[rng.choice(len(wh_px), max_boxes, replace=False)]
     best, best_iou = None, -1.0
@@ -215,20 +215,20 @@ def kmeans_anchors(
         if m > best_iou:
             best, best_iou = c, m
     anchors = _evolve(fit_on, best, thr, generations, rng) if generations > 0 else best
-    return _finish("iou-kmeans+evolve", anchors, wh_px, levels, thr, img_size)
+    return _finish("iou-kmeans+evolve", anchors, wh_px, levels, thr, imgsz)
 
 
 def euclidean_kmeans_anchors(
     wh: np.ndarray,
     k: int = 9,
-    img_size: int = 640,
+    imgsz: int = 640,
     *,
     levels: int = 3,
     thr: float = DEFAULT_THR,
     seed: int = 0,
 ) -> AnchorFit:
     """The seed guide's baseline: Euclidean k-means (k-means++) on ``(w, h)``, no evolution."""
-    wh_px = _check(wh, k, img_size, levels)
+    wh_px = _check(wh, k, imgsz, levels)
     scale = wh_px.max()
     centres, _ = kmeans2(wh_px / scale, k, minit="++", seed=np.random.default_rng(seed))
-    return _finish("euclidean-kmeans", centres * scale, wh_px, levels, thr, img_size)
+    return _finish("euclidean-kmeans", centres * scale, wh_px, levels, thr, imgsz)

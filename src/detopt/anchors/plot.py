@@ -39,7 +39,7 @@ def save_anchor_plot(
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    size = fits[0].img_size if fits else "?"
+    size = fits[0].imgsz if fits else "?"
     ax.set_xlabel(f"box width (px at {size})")
     ax.set_ylabel(f"box height (px at {size})")
     ax.set_title("Box sizes and fitted anchors (w, h)")

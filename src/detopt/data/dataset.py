@@ -45,16 +45,16 @@ class DetectionDataset(Dataset):
 
     Args:
         records: the images (crowd boxes are kept and flagged; losses usually ignore them).
-        img_size: side of the square network input.
+        imgsz: side of the square network input.
         cache: keep decoded, resized images in RAM (decoded up front with threads).
         transform: applied after the letterbox (a plain ``(img, boxes, labels)`` callable).
         pipeline: an augmentation :class:`~detopt.data.transforms.pipeline.Compose`; it replaces
-            the letterbox (it ends at ``img_size`` itself) and draws other images for mosaic,
+            the letterbox (it ends at ``imgsz`` itself) and draws other images for mosaic,
             MixUp and copy-paste from this data set. Item ``i`` of epoch ``e`` uses
             ``numpy.random.default_rng([seed, e, i])``: reproducible with any number of workers.
         seed: the pipeline's seed.
         pad_value: grey level of the padding.
-        scaleup: also enlarge images smaller than ``img_size`` (else only pad them).
+        scaleup: also enlarge images smaller than ``imgsz`` (else only pad them).
         max_pixels: an image above this many pixels (read from its header) is never decoded.
         category_ids: the data set's category id of each label (what prediction records carry);
             None: ``label + 1``.
@@ -67,7 +67,7 @@ class DetectionDataset(Dataset):
     def __init__(
         self,
         records: list[ImageRecord],
-        img_size: int = 640,
+        imgsz: int = 640,
         cache: bool = False,
         transform: Transform | None = None,
         pad_value: int = PAD_VALUE,
@@ -77,10 +77,10 @@ class DetectionDataset(Dataset):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         category_ids: list[int] | None = None,
     ) -> None:
-        if img_size < 1:
-            raise ValueError(f"img_size must be >= 1, got {img_size}")
+        if imgsz < 1:
+            raise ValueError(f"imgsz must be >= 1, got {imgsz}")
         self.records = list(records)
-        self.img_size = int(img_size)
+        self.imgsz = int(imgsz)
         self.transform = transform
         self.pipeline = pipeline
         self.seed = int(seed)
@@ -98,7 +98,7 @@ class DetectionDataset(Dataset):
         return len(self.records)
 
     def _meta(self, h: int, w: int) -> LetterboxMeta:
-        return letterbox_meta(h, w, self.img_size, scaleup=self.scaleup)
+        return letterbox_meta(h, w, self.imgsz, scaleup=self.scaleup)
 
     def _load_resized(self, i: int) -> tuple[np.ndarray, LetterboxMeta, tuple[int, int]]:
         r = self.records[i]
@@ -130,7 +130,7 @@ class DetectionDataset(Dataset):
         return self._load_resized(i)
 
     def raw_sample(self, i: int) -> Sample:
-        """Image ``i`` resized (longer side ``img_size``, no padding) with its objects, for augmentation.
+        """Image ``i`` resized (longer side ``imgsz``, no padding) with its objects, for augmentation.
 
         Crowd regions are left out: mixing images loses the flags, and a crowd region trained as
         an ordinary object would teach the wrong box.
@@ -158,7 +158,7 @@ class DetectionDataset(Dataset):
             img, boxes, labels = out.image, out.boxes, out.labels
             crowd = np.zeros(len(boxes), bool)  # objects of other images mix in: flags cannot follow
         else:
-            img = letterbox_image(resized, self.img_size, meta, self.pad_value)
+            img = letterbox_image(resized, self.imgsz, meta, self.pad_value)
             boxes = letterbox_boxes(r.boxes, meta)
             labels = r.labels.copy()
         if self.transform is not None:
@@ -284,7 +284,7 @@ def split_dataset(
     ds: DatasetRecords,
     defects: list[Defect],
     split: str,
-    img_size: int = 640,
+    imgsz: int = 640,
     skip_invalid: bool = False,
     cache: bool = False,
     transform: Transform | None = None,
@@ -309,7 +309,7 @@ def split_dataset(
         )
         defects = defects + decode_defects
     dataset = DetectionDataset(
-        records, img_size=img_size, cache=cache, transform=transform, pipeline=pipeline, seed=seed,
+        records, imgsz=imgsz, cache=cache, transform=transform, pipeline=pipeline, seed=seed,
         max_pixels=max_pixels, category_ids=ds.coco_category_ids(),
     )
     dataset.skipped = count_by_kind(defects)
@@ -320,7 +320,7 @@ def split_dataset(
 def dataset_from_source(
     src: str | Path,
     split: str,
-    img_size: int = 640,
+    imgsz: int = 640,
     images_dir: ImagesDir = None,
     skip_invalid: bool = False,
     cache: bool = False,
@@ -345,6 +345,6 @@ def dataset_from_source(
         (dataset, class names).
     """
     ds, defects = read_source(src, images_dir, allow_outside_root, max_pixels)
-    dataset = split_dataset(src, ds, defects, split, img_size, skip_invalid, cache, transform,
+    dataset = split_dataset(src, ds, defects, split, imgsz, skip_invalid, cache, transform,
                             check_images, pipeline, seed, max_pixels)
     return dataset, ds.names

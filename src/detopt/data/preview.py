@@ -39,7 +39,7 @@ def preview_grid(dataset: DetectionDataset, names: list[str], n: int = 16, seed:
         tiles.append(draw_boxes(bgr, item["boxes"].numpy(), item["labels"].numpy(), names))
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    s = dataset.img_size
+    s = dataset.imgsz
     grid = np.full((rows * (s + 2), cols * (s + 2), 3), 255, np.uint8)
     for t, tile in enumerate(tiles):
         r, c = divmod(t, cols)

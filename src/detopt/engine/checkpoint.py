@@ -49,6 +49,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def _model_spec(spec: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """``(name, num_classes, options)`` of a stored model spec; files written before the
+    vocabulary pass spell the image size ``img_size`` (read as ``imgsz``)."""
+    options = dict(spec)
+    name, nc = options.pop("name"), options.pop("num_classes")
+    if "img_size" in options:
+        options["imgsz"] = options.pop("img_size")
+    return name, nc, options
+
+
 def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, use_ema: bool = True) -> nn.Module:
     """Rebuild the model a checkpoint was trained as (``ckpt["spec"]``) and load its weights
     (the EMA's when present and ``use_ema``). Returns it in eval mode."""
@@ -56,8 +66,7 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, use_ema: bool = Tru
 
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    spec = dict(ckpt["spec"])
-    name, nc = spec.pop("name"), spec.pop("num_classes")
+    name, nc, spec = _model_spec(ckpt["spec"])
     model = create_model(name, nc, **spec)
     state = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
     model.load_state_dict(state)
@@ -118,8 +127,7 @@ def load_safetensors(path: str | Path) -> tuple[nn.Module, list[str]]:
         meta = f.metadata() or {}
     if "spec" not in meta:
         raise DetoptInputError(f"{path}: no detopt model spec in the safetensors metadata")
-    spec = json.loads(meta["spec"])
-    name, nc = spec.pop("name"), spec.pop("num_classes")
+    name, nc, spec = _model_spec(json.loads(meta["spec"]))
     model = create_model(name, nc, **spec)
     model.load_state_dict(load_file(str(path)))
     return model.eval(), json.loads(meta.get("names", "[]"))

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from detopt.assign import build_assigner
-from detopt.config import TrainConfig, build_config, save_config
+from detopt.config import TrainConfig, build_config, save_config, upgrade_keys
 from detopt.data.dataset import DetectionDataset, collate_detections, read_source, split_dataset
 from detopt.data.transforms.multiscale import random_train_size, resize_batch
 from detopt.data.transforms.pipeline import Compose, default_pipeline
@@ -168,7 +168,7 @@ class Trainer:
         """``(train_set, val_set or None, names, category_ids)``; the data set is read once."""
         cfg = self.cfg
         ds, defects = read_source(cfg.data, cfg.images, cfg.allow_outside_root, cfg.max_pixels)
-        common = {"img_size": cfg.imgsz, "skip_invalid": cfg.skip_invalid, "cache": cfg.cache,
+        common = {"imgsz": cfg.imgsz, "skip_invalid": cfg.skip_invalid, "cache": cfg.cache,
                   "max_pixels": cfg.max_pixels}
         train_set = split_dataset(cfg.data, ds, defects, "train", pipeline=self.build_pipeline(),
                                   seed=cfg.seed, **common)
@@ -182,7 +182,7 @@ class Trainer:
     def build_model(self) -> nn.Module:
         """The registered model ``cfg.model`` for the data set's classes, on the device."""
         cfg = self.cfg
-        return create_model(cfg.model, len(self.names), p2=cfg.p2, img_size=cfg.imgsz).to(self.device)
+        return create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
 
     def build_criterion(self) -> DetectionCriterion:
         """The loss: ``cfg.assigner`` with ``cfg.cls_loss`` / ``cfg.box_loss`` and the gains."""
@@ -202,8 +202,8 @@ class Trainer:
     def build_postprocessor(self) -> Postprocessor:
         """Decode + suppression used by validation (``cfg.nms``, ``conf``, ``iou``, ``max_det``)."""
         cfg = self.cfg
-        return Postprocessor(self.model.strides, self.model.reg_max, method=cfg.nms, score_thr=cfg.conf,
-                             iou_thr=cfg.iou, max_det=cfg.max_det)
+        return Postprocessor(self.model.strides, self.model.reg_max, method=cfg.nms, score_thr=cfg.score_thr,
+                             iou_thr=cfg.iou_thr, max_det=cfg.max_det)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """``cfg.optimizer`` over the model's parameter groups; weight decay scaled to the
@@ -249,7 +249,7 @@ class Trainer:
         path = Path(run)
         path = path / "last.pt" if path.is_dir() else path
         ckpt = load_checkpoint(path)
-        values = dict(ckpt["config"]) | overrides
+        values = upgrade_keys(TrainConfig, ckpt["config"]) | upgrade_keys(TrainConfig, overrides)
         cfg = build_config(TrainConfig, values)
         trainer = cls(cfg, callbacks=callbacks, _resume=ckpt)
         if "epochs" in overrides:  # extend (or shorten) a run explicitly
@@ -432,7 +432,7 @@ class Trainer:
         compiling the NMS and COCO kernels on a fresh machine) do not land in the first epoch's
         time and shrink the planned epochs. Returns the seconds spent (they count in the budget)."""
         t = time.perf_counter()
-        few = DetectionDataset(self.val_set.records[:2], img_size=self.val_set.img_size)
+        few = DetectionDataset(self.val_set.records[:2], imgsz=self.val_set.imgsz)
         model = self.ema.module if self.ema is not None else self.model
         evaluate_detector(model, few, self.names, self.postprocessor, self.device, batch_size=2, workers=0,
                           amp=self.cfg.amp)

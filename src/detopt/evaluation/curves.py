@@ -45,10 +45,10 @@ class PRCurves:
     class_names: list[str]
 
 
-def _iou_index(result: CocoEvalResult, iou_threshold: float) -> int:
-    hit = np.flatnonzero(np.isclose(result.iou_thresholds, iou_threshold, rtol=0, atol=1e-12))
+def _iou_index(result: CocoEvalResult, iou_thr: float) -> int:
+    hit = np.flatnonzero(np.isclose(result.iou_thresholds, iou_thr, rtol=0, atol=1e-12))
     if len(hit) == 0:
-        raise DetoptInputError(f"iou_threshold={iou_threshold!r} is not one of the evaluated thresholds "
+        raise DetoptInputError(f"iou_thr={iou_thr!r} is not one of the evaluated thresholds "
                                f"{[round(float(t), 2) for t in result.iou_thresholds]}")
     return int(hit[0])
 
@@ -96,18 +96,18 @@ class F1Curve:
     mean_f1: np.ndarray
     best_confidence: float
     best_f1: float
-    iou_threshold: float
+    iou_thr: float
     class_names: list[str]
 
 
-def f1_curve(result: CocoEvalResult, iou_threshold: float = 0.5, n_points: int = 1001) -> F1Curve:
+def f1_curve(result: CocoEvalResult, iou_thr: float = 0.5, n_points: int = 1001) -> F1Curve:
     """F1 against confidence per class and averaged over classes (see module doc).
 
-    iou_threshold: one of the evaluated thresholds; n_points: confidences from 0 to 1.
+    iou_thr: one of the evaluated thresholds; n_points: confidences from 0 to 1.
     """
     if n_points < 2:
         raise DetoptInputError(f"n_points must be >= 2, got {n_points}")
-    t = _iou_index(result, iou_threshold)
+    t = _iou_index(result, iou_thr)
     m = result.matches
     conf = np.linspace(0.0, 1.0, n_points)
     n_cat = len(m.n_positive)
@@ -154,8 +154,8 @@ class ConfusionMatrix:
 
     matrix: np.ndarray
     class_names: list[str]
-    iou_threshold: float
-    confidence_threshold: float
+    iou_thr: float
+    score_thr: float
     n_ignored: int
 
     def normalized(self) -> np.ndarray:
@@ -164,28 +164,28 @@ class ConfusionMatrix:
         return self.matrix / np.maximum(total, 1)
 
 
-def confusion_matrix(result: CocoEvalResult, iou_threshold: float = 0.5,
-                     confidence_threshold: float = 0.25) -> ConfusionMatrix:
-    """Confusion matrix over all images: detections scoring >= ``confidence_threshold`` are
+def confusion_matrix(result: CocoEvalResult, iou_thr: float = 0.5,
+                     score_thr: float = 0.25) -> ConfusionMatrix:
+    """Confusion matrix over all images: detections scoring >= ``score_thr`` are
     matched to non-crowd ground truth of any class, greedily by decreasing IoU (ties: higher
-    score first, then earlier ground truth), a pair counting when IoU >= ``iou_threshold`` and
+    score first, then earlier ground truth), a pair counting when IoU >= ``iou_thr`` and
     IoU > 0."""
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise DetoptInputError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
-    if not np.isfinite(confidence_threshold):
-        raise DetoptInputError(f"confidence_threshold must be finite, got {confidence_threshold!r}")
+    if not 0.0 <= iou_thr <= 1.0:
+        raise DetoptInputError(f"iou_thr must be in [0, 1], got {iou_thr!r}")
+    if not np.isfinite(score_thr):
+        raise DetoptInputError(f"score_thr must be finite, got {score_thr!r}")
     g = result.gt
     d = result.predictions
-    keep = d.score >= confidence_threshold
+    keep = d.score >= score_thr
     d_img, d_cat, d_box, d_score = d.image[keep], d.category[keep], d.box[keep], d.score[keep]
     d_order = np.lexsort((-d_score, d_img))  # by image, then decreasing score (stable)
     g_order = np.argsort(g.image, kind="stable")
     bounds = K.pair_bounds(g.image[g_order], d_img[d_order])
     counts, n_ignored = _confusion_kernel(
         bounds, np.ascontiguousarray(g.box[g_order]), g.category[g_order], g.crowd[g_order],
-        np.ascontiguousarray(d_box[d_order]), d_cat[d_order], len(g.category_ids), float(iou_threshold))
-    return ConfusionMatrix(counts, [*g.category_names, "background"], float(iou_threshold),
-                           float(confidence_threshold), int(n_ignored))
+        np.ascontiguousarray(d_box[d_order]), d_cat[d_order], len(g.category_ids), float(iou_thr))
+    return ConfusionMatrix(counts, [*g.category_names, "background"], float(iou_thr),
+                           float(score_thr), int(n_ignored))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -246,11 +246,11 @@ def _confusion_kernel(bounds: np.ndarray, gt_box: np.ndarray, gt_cat: np.ndarray
 
 
 def image_outcomes(det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray,
-                   gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = 0.5
+                   gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_thr: float = 0.5
                    ) -> tuple[np.ndarray, np.ndarray]:
     """COCO's matching in one image, for drawing: detections by decreasing score (ties: input
     order) each take the unmatched ground truth of their class with the highest IoU, if that IoU
-    is ``>= iou_threshold`` (ties: the later ground truth, as pycocotools' loop does).
+    is ``>= iou_thr`` (ties: the later ground truth, as pycocotools' loop does).
 
     det_boxes: ``[D, 4]`` xyxy; gt_boxes: ``[G, 4]`` xyxy (no crowd regions).
     Returns ``(det_tp bool[D] in input order, gt_matched bool[G])``.
@@ -268,7 +268,7 @@ def image_outcomes(det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np
     for d in np.argsort(-np.asarray(det_scores, np.float64), kind="stable"):
         cand = np.where((gl == dl[d]) & ~matched, iou[d], -1.0)
         g = len(cand) - 1 - int(np.argmax(cand[::-1]))
-        if cand[g] >= min(iou_threshold, 1 - 1e-10) and cand[g] > 0:
+        if cand[g] >= min(iou_thr, 1 - 1e-10) and cand[g] > 0:
             tp[d] = True
             matched[g] = True
     return tp, matched

@@ -69,7 +69,7 @@ def plot_f1_curve(curve: F1Curve, path: str | Path) -> Path:
                 label=f"all classes {curve.best_f1:.3f} at {curve.best_confidence:.3f}")
         ax.axvline(curve.best_confidence, color="blue", ls="--", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="Confidence", ylabel="F1",
-           title=f"F1 against confidence, IoU {curve.iou_threshold:.2f}")
+           title=f"F1 against confidence, IoU {curve.iou_thr:.2f}")
     ax.grid(alpha=0.3)
     _legend(ax)
     return _save(fig, path)
@@ -88,8 +88,8 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | Path, normalize: bool
     ax.set_xticks(ticks, cm.class_names, rotation=90, fontsize=7)
     ax.set_yticks(ticks, cm.class_names, fontsize=7)
     ax.set(xlabel="True", ylabel="Predicted",
-           title=f"Confusion matrix{' (normalized)' if normalize else ''}: IoU {cm.iou_threshold:.2f}, "
-                 f"confidence {cm.confidence_threshold:.3f}")
+           title=f"Confusion matrix{' (normalized)' if normalize else ''}: IoU {cm.iou_thr:.2f}, "
+                 f"confidence {cm.score_thr:.3f}")
     if n <= 30:
         top = values.max() if values.size else 0
         for i in range(n):
@@ -101,17 +101,17 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | Path, normalize: bool
     return _save(fig, path)
 
 
-def save_plots(result: CocoEvalResult, out_dir: str | Path, iou_threshold: float = 0.5,
-               confidence_threshold: float | None = None) -> dict[str, Path]:
+def save_plots(result: CocoEvalResult, out_dir: str | Path, iou_thr: float = 0.5,
+               score_thr: float | None = None) -> dict[str, Path]:
     """Write pr_curve.png, f1_curve.png, confusion_matrix.png (normalized) and
     confusion_matrix_counts.png into ``out_dir``. The confusion matrix uses
-    ``confidence_threshold`` or, when None, the confidence that maximises the mean F1."""
+    ``score_thr`` or, when None, the confidence that maximises the mean F1."""
     out = Path(out_dir)
-    f1 = f1_curve(result, iou_threshold)
-    conf = confidence_threshold
+    f1 = f1_curve(result, iou_thr)
+    conf = score_thr
     if conf is None:
         conf = f1.best_confidence if not np.isnan(f1.best_f1) else 0.25
-    cm = confusion_matrix(result, iou_threshold, conf)
+    cm = confusion_matrix(result, iou_thr, conf)
     return {
         "pr_curve": plot_pr_curves(pr_curves(result), out / "pr_curve.png"),
         "f1_curve": plot_f1_curve(f1, out / "f1_curve.png"),

@@ -35,13 +35,13 @@ class Weights(NamedTuple):
     Attributes:
         model: the detector, in eval mode.
         names: class names (label order).
-        img_size: training image size, or None when unknown.
+        imgsz: training image size, or None when unknown.
         category_ids: the training data set's category id of each label (what records carry).
     """
 
     model: nn.Module
     names: list[str]
-    img_size: int | None
+    imgsz: int | None
     category_ids: list[int]
 
 
@@ -54,7 +54,7 @@ def load_weights(path: str | Path) -> Weights:
         model, names = load_safetensors(path)
         raw = safetensors_metadata(path).get("category_ids")
         ids = json.loads(raw) if raw else list(range(1, len(names) + 1))
-        return Weights(model, names, model.spec.get("img_size"), [int(i) for i in ids])
+        return Weights(model, names, model.spec.get("imgsz"), [int(i) for i in ids])
     ckpt = load_checkpoint(path)
     return Weights(
         model_from_checkpoint(ckpt),
@@ -115,7 +115,7 @@ class Predictor:
     Args:
         model: a detector (eval mode is set).
         names: class names.
-        img_size: network input side (images are letterboxed to it).
+        imgsz: network input side (images are letterboxed to it).
         postprocessor: decoding + suppression (default: hard NMS, score > 0.25, IoU 0.7).
         device: where the model runs.
         batch_size: images per forward pass.
@@ -127,7 +127,7 @@ class Predictor:
         self,
         model: nn.Module,
         names: Sequence[str],
-        img_size: int = 320,
+        imgsz: int = 320,
         postprocessor: Postprocessor | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
@@ -139,9 +139,9 @@ class Predictor:
             raise DetoptInputError(f"{len(self.category_ids)} category ids for {len(names)} class names")
         self.model = model.to(self.device).eval()
         self.names = list(names)
-        if img_size % model.max_stride:
-            raise DetoptInputError(f"img_size {img_size} must be a multiple of {model.max_stride}")
-        self.img_size = img_size
+        if imgsz % model.max_stride:
+            raise DetoptInputError(f"imgsz {imgsz} must be a multiple of {model.max_stride}")
+        self.imgsz = imgsz
         self.postprocessor = postprocessor or Postprocessor(model.strides, model.reg_max, score_thr=0.25)
         self.batch_size = batch_size
 
@@ -154,7 +154,7 @@ class Predictor:
             except OSError as e:
                 raise DetoptDataError(f"{p}: not a readable image ({e})") from None
             records.append(ImageRecord(Path(p).resolve(), w, h))
-        ds = DetectionDataset(records, img_size=self.img_size)
+        ds = DetectionDataset(records, imgsz=self.imgsz)
         loader = make_loader(ds, batch_size=self.batch_size)
         for batch, dets in predict_batches(self.model, loader, self.postprocessor, self.device):
             for i, d in zip(batch["indices"], dets, strict=True):

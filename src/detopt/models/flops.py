@@ -13,11 +13,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, img_size: int = 640, batch: int = 1) -> float:
-    """FLOPs of one forward pass on ``[batch, 3, img_size, img_size]``, counted by
+def count_flops(model: nn.Module, imgsz: int = 640, batch: int = 1) -> float:
+    """FLOPs of one forward pass on ``[batch, 3, imgsz, imgsz]``, counted by
     ``torch.utils.flop_counter`` (a multiply-add is 2 FLOPs; convolutions and matmuls only)."""
     p = next(model.parameters())
-    x = torch.zeros(batch, 3, img_size, img_size, dtype=p.dtype, device=p.device)
+    x = torch.zeros(batch, 3, imgsz, imgsz, dtype=p.dtype, device=p.device)
     was = model.training
     model.eval()
     try:

@@ -10,7 +10,7 @@ yolo-m     48, 96, 192, 384, 576      2 4 4 2    2       64 / 192    YOLOv8m's s
 =========  =========================  =========  ======  ==========  ===============================
 
 Options of every scale: ``p2`` (add a stride-4 level), ``reg_max`` (DFL bins, 16),
-``img_size`` (class-bias prior, 640).
+``imgsz`` (class-bias prior, 640).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ _SCALES = {
 def _factory(name: str):
     channels, depths, neck_depth, head = _SCALES[name]
 
-    def build(num_classes: int, p2: bool = False, reg_max: int = 16, img_size: int = 640) -> YOLODetector:
-        return YOLODetector(num_classes, channels, depths, neck_depth, head, p2, reg_max, img_size)
+    def build(num_classes: int, p2: bool = False, reg_max: int = 16, imgsz: int = 640) -> YOLODetector:
+        return YOLODetector(num_classes, channels, depths, neck_depth, head, p2, reg_max, imgsz)
 
     build.__name__ = name.replace("-", "_")
     build.__doc__ = f"{name}: widths {channels}, depths {depths}, neck depth {neck_depth}, head {head}."

@@ -173,7 +173,7 @@ def _anchor_section(s: dict[str, Any], root: Path) -> str:
     return "\n".join(
         [
             f'<p class="note">k = {s["k"]} anchors over {s["levels"]} levels fitted to {s["boxes"]} training '
-            f"boxes letterboxed to {s['img_size']} px. The detector trained here is anchor-free (it "
+            f"boxes letterboxed to {s['imgsz']} px. The detector trained here is anchor-free (it "
             f"regresses distances from grid points), so this is an analysis of the box sizes: how well k "
             f"prototype shapes cover them, and what an anchor-based head would use. BPR: share of boxes with "
             f"an anchor of IoU ≥ {s['thr']:g}.</p>",

@@ -23,7 +23,7 @@ class YOLODetector(nn.Module):
         head_channels: ``(box, cls)`` branch widths.
         p2: also predict at stride 4 (small objects).
         reg_max: DFL bins ``R``.
-        img_size: nominal input size (the class-bias prior).
+        imgsz: nominal input size (the class-bias prior).
 
     ``forward``: ``images float [B, 3, H, W]`` RGB in ``[0, 1]`` (``H, W`` multiples of 32) ->
     ``[B, 4·R + C, H/s, W/s]`` for each ``s`` of ``self.strides`` (8, 16, 32, or 4, 8, 16, 32).
@@ -38,7 +38,7 @@ class YOLODetector(nn.Module):
         head_channels: tuple[int, int],
         p2: bool = False,
         reg_max: int = 16,
-        img_size: int = 640,
+        imgsz: int = 640,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -53,7 +53,7 @@ class YOLODetector(nn.Module):
         level_ch = [self.backbone.out_channels[i] for i in self.levels]
         self.neck = PANFPN(level_ch, level_ch, neck_depth)
         self.head = DecoupledHead(
-            level_ch, num_classes, self.strides, reg_max, *head_channels, img_size=img_size
+            level_ch, num_classes, self.strides, reg_max, *head_channels, imgsz=imgsz
         )
 
     @property

@@ -24,7 +24,7 @@ class DecoupledHead(nn.Module):
         reg_max: bins of the distance distribution (``R``); each side's distance is
             ``Σ softmax(logits)·[0 .. R-1]`` in stride units.
         box_channels, cls_channels: widths of the two branches.
-        img_size: the nominal input size of the class-bias prior.
+        imgsz: the nominal input size of the class-bias prior.
 
     ``forward``: ``[B, c_l, H_l, W_l]`` per level -> ``[B, 4·R + C, H_l, W_l]`` per level: box
     distribution logits (side-major: l, t, r, b), then class logits.
@@ -38,7 +38,7 @@ class DecoupledHead(nn.Module):
         reg_max: int = 16,
         box_channels: int = 64,
         cls_channels: int = 64,
-        img_size: int = 640,
+        imgsz: int = 640,
     ) -> None:
         super().__init__()
         if num_classes < 1 or reg_max < 2:
@@ -62,12 +62,12 @@ class DecoupledHead(nn.Module):
             )
             for c in in_channels
         )
-        self.reset_bias(img_size)
+        self.reset_bias(imgsz)
 
     @torch.no_grad()
-    def reset_bias(self, img_size: int = 640) -> None:
+    def reset_bias(self, imgsz: int = 640) -> None:
         """Class bias: the prior probability of about 5 objects over ``C`` classes per image of
-        ``img_size`` (the RetinaNet / YOLOv8 prior).
+        ``imgsz`` (the RetinaNet / YOLOv8 prior).
 
         Box bias: ``-ln(2)·bin``, a geometric distribution whose mean is about 1 bin, so every
         location starts predicting a box about 2 strides wide (16 px at stride 8), the size its
@@ -78,7 +78,7 @@ class DecoupledHead(nn.Module):
         bins = torch.arange(self.reg_max, dtype=torch.float32)
         for box, cls, s in zip(self.box, self.cls, self.strides, strict=True):
             box[-1].bias.copy_((-math.log(2.0) * bins).repeat(4))
-            cls[-1].bias.fill_(math.log(5 / self.num_classes / (img_size / s) ** 2))
+            cls[-1].bias.fill_(math.log(5 / self.num_classes / (imgsz / s) ** 2))
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         return [torch.cat((b(x), c(x)), 1) for x, b, c in zip(feats, self.box, self.cls, strict=True)]
