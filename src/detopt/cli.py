@@ -281,6 +281,10 @@ def _max_pixels(text: str) -> int | None:
     return _int_at_least(1)(text)
 
 
+def _add_tolerance(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--tolerance", type=_non_negative, default=1.0, help=help)
+
+
 def _add_source_opts(p: argparse.ArgumentParser, skip_invalid: bool = True) -> None:
     """The options of every command that reads a data set."""
     from detopt.data.image_io import DEFAULT_MAX_PIXELS
@@ -391,12 +395,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     cv.add_argument("src")
     cv.add_argument("dst")
     cv.add_argument("--to", required=True, choices=FORMATS)
-    cv.add_argument(
-        "--tolerance",
-        type=_non_negative,
-        default=1.0,
-        help="pixels a box may pass the image border (it is clipped; default 1)",
-    )
+    _add_tolerance(cv, "pixels a box may pass the image border (it is clipped; default 1)")
     _add_source_opts(cv)
     out_opts(cv)
     cv.set_defaults(func=_cmd_data_convert)
@@ -408,12 +407,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         "Exit status 0 when clean, 1 when any defect.",
     )
     va.add_argument("src")
-    va.add_argument(
-        "--tolerance",
-        type=_non_negative,
-        default=1.0,
-        help="pixels a box may pass the image border (default 1)",
-    )
+    _add_tolerance(va, "pixels a box may pass the image border (default 1)")
     va.add_argument("--json", help="also write the report here")
     _add_source_opts(va, skip_invalid=False)
     va.set_defaults(func=_cmd_data_validate)

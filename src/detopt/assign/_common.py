@@ -2,7 +2,7 @@
 
 Call shape (all assigners)::
 
-    assign(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask) -> AssignResult
+    assigner(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask) -> AssignResult
 
 - ``pred_scores: [B, A, C]`` class **probabilities** (sigmoid already applied, detached);
 - ``pred_boxes: [B, A, 4]`` decoded xyxy boxes in input pixels (detached);
@@ -49,15 +49,19 @@ class AssignResult(NamedTuple):
     gt_index: Tensor
 
 
-def check_inputs(
-    pred_scores: Tensor,
-    pred_boxes: Tensor,
-    anchors: Anchors | None,
-    gt_labels: Tensor,
-    gt_boxes: Tensor,
-    gt_mask: Tensor,
-    need_anchors: bool = True,
-) -> None:
+class AssignInputs(NamedTuple):
+    """One call's inputs (shapes in the module docstring); ``assign`` implementations take this."""
+
+    pred_scores: Tensor
+    pred_boxes: Tensor
+    anchors: Anchors | None
+    gt_labels: Tensor
+    gt_boxes: Tensor
+    gt_mask: Tensor
+
+
+def check_inputs(x: AssignInputs, need_anchors: bool = True) -> None:
+    pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask = x
     if pred_scores.ndim != 3:
         raise DetoptInputError(f"pred_scores: expected [B, A, C], got {tuple(pred_scores.shape)}")
     b, a, _ = pred_scores.shape
@@ -106,18 +110,12 @@ class Assigner:
         gt_boxes: Tensor,
         gt_mask: Tensor,
     ) -> AssignResult:
-        check_inputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask, self.needs_anchors)
-        return self.assign(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
+        x = AssignInputs(pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask)
+        check_inputs(x, self.needs_anchors)
+        return self.assign(x)
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors | None,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        """The targets of checked inputs (``x`` unpacks as the call's arguments)."""
         raise NotImplementedError
 
 

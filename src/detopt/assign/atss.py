@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from detopt.anchors import Anchors
 from detopt.assign._common import (
     Assigner,
+    AssignInputs,
     AssignResult,
     build_targets,
     pairwise_iou,
@@ -35,15 +34,8 @@ class ATSSAssigner(Assigner):
         self.topk = topk
         self.eps = eps
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        pred_scores, _, anchors, gt_labels, gt_boxes, gt_mask = x
         boxes = anchors.boxes.to(gt_boxes)
         points = anchors.points.to(gt_boxes)
         iou = pairwise_iou(gt_boxes, boxes)  # [B, M, A]

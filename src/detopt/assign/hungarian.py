@@ -7,8 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from detopt.anchors import Anchors
-from detopt.assign._common import Assigner, AssignResult, build_targets
+from detopt.assign._common import Assigner, AssignInputs, AssignResult, build_targets
 from detopt.errors import DetoptInputError
 from detopt.ops.iou_terms import giou_penalty, inter_union_iou
 
@@ -61,15 +60,8 @@ class HungarianMatcher(Assigner):
         giou = iou - giou_penalty(a, g, union)
         return self.cost_class * (pos - neg) + self.cost_l1 * l1 - self.cost_giou * giou
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors | None,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        pred_scores, pred_boxes, _, gt_labels, gt_boxes, gt_mask = x  # queries need no anchors
         b, q, c = pred_scores.shape
         gt_index = torch.full((b, q), -1, dtype=torch.long, device=pred_boxes.device)
         for i in range(b):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from detopt.anchors import Anchors
 from detopt.assign._common import (
     Assigner,
+    AssignInputs,
     AssignResult,
     build_targets,
     pairwise_iou,
@@ -47,15 +46,8 @@ class MaxIoUAssigner(Assigner):
         self.min_pos_iou = min_pos_iou
         self.low_quality_match = low_quality_match
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        pred_scores, _, anchors, gt_labels, gt_boxes, gt_mask = x
         iou = pairwise_iou(gt_boxes, anchors.boxes.to(gt_boxes))  # [B, M, A]
         iou = torch.where(gt_mask[..., None], iou, torch.full_like(iou, -1.0))
         best = iou.amax(1) if iou.shape[1] else iou.new_full(iou.shape[::2], -1.0)

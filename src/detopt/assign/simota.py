@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detopt.anchors import Anchors
 from detopt.assign._common import (
     Assigner,
+    AssignInputs,
     AssignResult,
     build_targets,
     pairwise_iou,
@@ -45,15 +45,8 @@ class SimOTAAssigner(Assigner):
         self.iou_weight = iou_weight
         self.cls_weight = cls_weight
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask = x
         b, a, c = pred_scores.shape
         dtype = pred_boxes.dtype
         points = anchors.points.to(dtype)

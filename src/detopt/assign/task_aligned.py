@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from detopt.anchors import Anchors
 from detopt.assign._common import (
     Assigner,
+    AssignInputs,
     AssignResult,
     build_targets,
     points_in_boxes,
@@ -41,15 +40,8 @@ class TaskAlignedAssigner(Assigner):
         self.beta = beta
         self.eps = eps
 
-    def assign(
-        self,
-        pred_scores: Tensor,
-        pred_boxes: Tensor,
-        anchors: Anchors,
-        gt_labels: Tensor,
-        gt_boxes: Tensor,
-        gt_mask: Tensor,
-    ) -> AssignResult:
+    def assign(self, x: AssignInputs) -> AssignResult:
+        pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask = x
         b, a, c = pred_scores.shape
         m = gt_boxes.shape[1]
         if m == 0 or a == 0:

@@ -68,6 +68,16 @@ def areas_of(x1, y1, x2, y2):
 
 
 @nb.njit(**JIT)
+def columns_of(boxes):
+    """``boxes [N, 4]`` xyxy as contiguous columns plus areas: ``(x1, y1, x2, y2, area)``."""
+    x1 = boxes[:, 0].copy()
+    y1 = boxes[:, 1].copy()
+    x2 = boxes[:, 2].copy()
+    y2 = boxes[:, 3].copy()
+    return x1, y1, x2, y2, areas_of(x1, y1, x2, y2)
+
+
+@nb.njit(**JIT)
 def centers_of(x1, y1, x2, y2):
     n = x1.shape[0]
     cx = np.empty(n, x1.dtype)

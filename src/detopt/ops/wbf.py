@@ -28,7 +28,7 @@ from detopt.ops._array import (
     to_numpy,
     use_torch_path,
 )
-from detopt.ops._grid import JIT, areas_of, grid_cell, grid_geometry
+from detopt.ops._grid import JIT, columns_of, grid_cell, grid_geometry
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
@@ -196,11 +196,7 @@ def wbf_kernel(boxes, wscores, weights, models, labels, iou_thr, n_models):
     presence matrix.
     """
     n = boxes.shape[0]
-    x1 = boxes[:, 0].copy()
-    y1 = boxes[:, 1].copy()
-    x2 = boxes[:, 2].copy()
-    y2 = boxes[:, 3].copy()
-    area = areas_of(x1, y1, x2, y2)
+    x1, y1, x2, y2, area = columns_of(boxes)
     allidx = np.arange(n)
     ox, oy, sx, sy, gx, gy = grid_geometry(x1, y1, x2, y2, area, allidx)
     ncell = gx * gy

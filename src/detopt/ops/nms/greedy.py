@@ -13,8 +13,8 @@ from detopt.errors import DetoptInputError
 from detopt.ops._array import ArrayLike, check_threshold
 from detopt.ops._grid import (
     JIT,
-    areas_of,
     centers_of,
+    columns_of,
     label_groups,
     level_grid,
     level_query,
@@ -107,11 +107,7 @@ def nms_kernel(boxes, scores, labels, use_labels, thr, diou, beta):
     """Greedy (DIoU-)NMS, per label when ``use_labels``. Returns kept indices (int64) sorted
     by decreasing score, ties by lower index."""
     n = boxes.shape[0]
-    x1 = boxes[:, 0].copy()
-    y1 = boxes[:, 1].copy()
-    x2 = boxes[:, 2].copy()
-    y2 = boxes[:, 3].copy()
-    area = areas_of(x1, y1, x2, y2)
+    x1, y1, x2, y2, area = columns_of(boxes)
     cx, cy = centers_of(x1, y1, x2, y2)
     order = sort_by_score(scores)
     suppressed = np.zeros(n, np.bool_)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from detopt.errors import DetoptInputError
 from detopt.ops._array import ArrayLike, check_threshold
-from detopt.ops._grid import JIT, areas_of, level_grid, level_query, pair_iou, sort_by_score
+from detopt.ops._grid import JIT, columns_of, level_grid, level_query, pair_iou, sort_by_score
 from detopt.ops._pairwise import areas, iou_matrix, score_order
 from detopt.ops.nms._prepared import Prepared
 
@@ -25,11 +25,7 @@ def matrix_nms_kernel(boxes, scores, labels, use_labels, gaussian, sigma, eps):
     matrix formula (the other terms are >= 1 and the minimum is capped at 1 by the top box).
     """
     n = boxes.shape[0]
-    x1 = boxes[:, 0].copy()
-    y1 = boxes[:, 1].copy()
-    x2 = boxes[:, 2].copy()
-    y2 = boxes[:, 3].copy()
-    area = areas_of(x1, y1, x2, y2)
+    x1, y1, x2, y2, area = columns_of(boxes)
     order = sort_by_score(scores)
     rank = np.empty(n, np.int64)
     for r in range(n):
