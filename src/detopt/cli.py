@@ -529,10 +529,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _postprocessor_from_args(model, args: argparse.Namespace):
-    from detopt.models import Postprocessor
+    from detopt.inference import default_postprocessor
 
-    return Postprocessor(model.strides, model.reg_max, method=args.nms, score_thr=args.score_thr,
-                         iou_thr=args.iou_thr, max_det=args.max_det)
+    return default_postprocessor(model, args.nms, args.score_thr, args.iou_thr, args.max_det)
 
 
 def label_map_by_name(
@@ -577,6 +576,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
     w = load_weights(args.weights)
     imgsz = args.imgsz or w.imgsz or 640
+    if hasattr(w.model, "check_size"):
+        w.model.check_size(imgsz)
     ds, data_names = dataset_from_source(args.data, args.split, imgsz, skip_invalid=args.skip_invalid,
                                          **_source_kw(args))
     data_ids = ds.category_ids or list(range(1, len(data_names) + 1))
@@ -618,10 +619,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    """Export trained weights (safetensors)."""
-    from detopt.engine import export_safetensors
+    """Export trained weights: safetensors, or ONNX with post-processing inside the graph."""
+    from detopt.export import export
 
-    path = export_safetensors(args.weights, args.out, use_ema=not args.raw)
+    fmt = args.format or ("onnx" if Path(args.out).suffix == ".onnx" else "safetensors")
+    options = {}
+    if fmt == "onnx":
+        options = {"dynamic": args.dynamic, "nms": args.nms, "score_thr": args.score_thr,
+                   "iou_thr": args.iou_thr, "sigma": args.sigma, "max_det": args.max_det,
+                   "agnostic": args.agnostic, "opset": args.opset}
+        if args.imgsz:
+            options["imgsz"] = args.imgsz
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in ("imgsz", "dynamic", "sigma", "agnostic", "opset")
+                 if getattr(args, k) not in (None, False)]
+        if given:
+            raise DetoptInputError(f"{', '.join(given)}: options of --format onnx, not {fmt}")
+    path = export(args.weights, args.out, fmt, use_ema=not args.raw, **options)
     print(f"wrote {path}")
     return 0
 
@@ -741,8 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--iou-thr", "--iou", dest="iou_thr", type=_unit_interval, default=IOU_THRESHOLD,
                        help=f"suppression IoU threshold (default {IOU_THRESHOLD}; --iou is an alias)")
         p.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET)
-        p.add_argument("--nms", default="nms", choices=list(METHOD_REGISTRY.names()),
-                       help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY)")
+        p.add_argument("--nms", default=None, choices=list(METHOD_REGISTRY.names()),
+                       help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY; default nms, "
+                       "or the one inside an ONNX export)")
 
     va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
     add_post(va, SCORE_THRESHOLD)
@@ -765,10 +780,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-json", help="write the detections (COCO results + file_name) here")
     pr.set_defaults(func=_cmd_predict)
 
-    ex = sub.add_parser("export", help="export trained weights (safetensors)")
-    ex.add_argument("--weights", required=True, help="a checkpoint (.pt)")
-    ex.add_argument("--out", required=True, help="the .safetensors file to write")
+    from detopt.export import EXPORT_FORMATS
+    from detopt.export.onnx_nms import ONNX_NMS, OPSET
+
+    ex = sub.add_parser(
+        "export", help="export trained weights: safetensors, or ONNX with NMS inside the graph",
+        description="Write the weights as safetensors, or the network, its box decode and a "
+        "post-processing method as one ONNX graph (outputs detections [B, max_det, 6] and "
+        "num_detections [B]; thresholds are graph inputs with these defaults).")
+    ex.add_argument("--weights", required=True, help="a checkpoint (.pt) or safetensors export")
+    ex.add_argument("--out", required=True, help="the file to write (.safetensors or .onnx)")
+    ex.add_argument("--format", choices=list(EXPORT_FORMATS.names()),
+                    help="default: onnx for an .onnx --out, else safetensors")
     ex.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    ex.add_argument("--imgsz", type=_int_at_least(32), help="ONNX input side (default: the training size)")
+    ex.add_argument("--dynamic", action="store_true", help="ONNX: batch, height and width symbolic")
+    ex.add_argument("--nms", default="nms", choices=[*ONNX_NMS.names(), "none"],
+                    help="ONNX: post-processing inside the graph (default nms; none: boxes and scores)")
+    ex.add_argument("--score-thr", "--conf", dest="score_thr", type=_unit_interval, default=0.25,
+                    help="ONNX: default score threshold (a graph input; default 0.25)")
+    ex.add_argument("--iou-thr", "--iou", dest="iou_thr", type=_unit_interval, default=IOU_THRESHOLD,
+                    help=f"ONNX: default IoU threshold (a graph input; default {IOU_THRESHOLD})")
+    ex.add_argument("--sigma", type=_positive_float, help="ONNX: default sigma of soft / matrix NMS")
+    ex.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET, help="ONNX: rows per image")
+    ex.add_argument("--agnostic", action="store_true", help="ONNX: suppress across classes")
+    ex.add_argument("--opset", type=_int_at_least(18), default=OPSET, help=f"ONNX opset (default {OPSET})")
     ex.set_defaults(func=_cmd_export)
 
     de = sub.add_parser(

@@ -175,6 +175,7 @@ def anchor_points(
         c = _grid_centres(h, w, s, offset, dtype, device)
         half = cell_size * s * 0.5
         boxes.append(torch.cat((c - half, c + half), -1))
-        out_strides.append(torch.full((len(c),), float(s), dtype=dtype, device=device))
-        sizes.append(len(c))
+        n = c.shape[0]  # not len(c): a symbolic size under torch.export stays symbolic
+        out_strides.append(torch.full((n,), float(s), dtype=dtype, device=device))
+        sizes.append(n)
     return Anchors(torch.cat(boxes), torch.cat(out_strides), tuple(sizes))

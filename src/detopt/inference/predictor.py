@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from detopt.constants import IOU_THRESHOLD, MAX_DET
 from detopt.data.dataset import DetectionDataset, make_loader
 from detopt.data.defects import IMAGE_SUFFIXES
 from detopt.data.image_io import decode_image, read_image_size
@@ -46,8 +47,14 @@ class Weights(NamedTuple):
 
 
 def load_weights(path: str | Path) -> Weights:
-    """A trained model from a checkpoint (``.pt``, EMA weights) or a safetensors export."""
+    """A trained model from a checkpoint (``.pt``, EMA weights), a safetensors export or an ONNX
+    export (``.onnx``: an :class:`~detopt.inference.onnx_model.OnnxDetector` run by ONNX Runtime)."""
     path = Path(path)
+    if path.suffix == ".onnx":
+        from detopt.inference.onnx_model import OnnxDetector
+
+        det = OnnxDetector(path)
+        return Weights(det, det.names, det.imgsz, det.category_ids)
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise DetoptInputError(f"{path}: no such file")
@@ -62,6 +69,29 @@ def load_weights(path: str | Path) -> Weights:
         ckpt.get("config", {}).get("imgsz"),
         checkpoint_category_ids(ckpt),
     )
+
+
+def default_postprocessor(model, method: str | None = None, score_thr: float = 0.25,
+                          iou_thr: float = IOU_THRESHOLD, max_det: int = MAX_DET):
+    """The post-processing of ``model``: a :class:`Postprocessor` for torch weights, an
+    :class:`~detopt.inference.onnx_model.OnnxPostprocess` for an ONNX export (``method`` None:
+    the export's own)."""
+    from detopt.inference.onnx_model import OnnxDetector, OnnxPostprocess
+
+    if isinstance(model, OnnxDetector):
+        return OnnxPostprocess(model, method, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+    return Postprocessor(model.strides, model.reg_max, method=method or "nms", score_thr=score_thr,
+                         iou_thr=iou_thr, max_det=max_det)
+
+
+def load_predictor(path: str | Path, imgsz: int | None = None, device: str | torch.device = "cpu",
+                   batch_size: int = 8, method: str | None = None, score_thr: float = 0.25,
+                   iou_thr: float = IOU_THRESHOLD, max_det: int = MAX_DET) -> Predictor:
+    """A :class:`Predictor` for any weights file; the backend follows the file (``.pt`` and
+    ``.safetensors``: torch; ``.onnx``: ONNX Runtime). ``imgsz`` defaults to the training size."""
+    w = load_weights(path)
+    pp = default_postprocessor(w.model, method, score_thr, iou_thr, max_det)
+    return Predictor(w.model, w.names, imgsz or w.imgsz or 640, pp, device, batch_size, w.category_ids)
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -139,10 +169,14 @@ class Predictor:
             raise DetoptInputError(f"{len(self.category_ids)} category ids for {len(names)} class names")
         self.model = model.to(self.device).eval()
         self.names = list(names)
-        if imgsz % model.max_stride:
+        if hasattr(model, "check_size"):
+            model.check_size(imgsz)
+        elif imgsz % model.max_stride:
             raise DetoptInputError(f"imgsz {imgsz} must be a multiple of {model.max_stride}")
         self.imgsz = imgsz
-        self.postprocessor = postprocessor or Postprocessor(model.strides, model.reg_max, score_thr=0.25)
+        if postprocessor is None:
+            postprocessor = default_postprocessor(model, score_thr=0.25)
+        self.postprocessor = postprocessor
         self.batch_size = batch_size
 
     def predict(self, paths: Iterable[str | Path]) -> Iterable[tuple[Path, Detections]]:
