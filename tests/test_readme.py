@@ -91,3 +91,14 @@ def test_readme_layout_commands_run(tmp_path):
     _run_bash_block("detopt data validate coco", tmp_path)
     assert len(list((tmp_path / "runs/voc0712-yolo/images/train").iterdir())) == 3
     assert len(list((tmp_path / "runs/voc0712-yolo/images/val").iterdir())) == 1
+
+
+def test_readme_onnx_commands_run(tmp_path):
+    """The README's ONNX block runs as written: export with soft-NMS inside, val and predict on it."""
+    import json
+
+    _run_bash_block("detopt export --weights runs/train-o/best.pt", tmp_path)
+    assert (tmp_path / "runs/train-o/model.onnx").is_file()
+    val = json.loads((tmp_path / "runs/val-o.json").read_text())
+    assert val and all(r["score"] >= 0.001 for r in val)  # 5 decimals in the json
+    assert len(list((tmp_path / "runs/pred-o").glob("*.png"))) > 0

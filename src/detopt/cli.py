@@ -621,13 +621,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export trained weights: safetensors, or ONNX with post-processing inside the graph."""
     from detopt.export import export
+    from detopt.export.onnx_nms import OPSET
 
     fmt = args.format or ("onnx" if Path(args.out).suffix == ".onnx" else "safetensors")
     options = {}
     if fmt == "onnx":
         options = {"dynamic": args.dynamic, "nms": args.nms, "score_thr": args.score_thr,
                    "iou_thr": args.iou_thr, "sigma": args.sigma, "max_det": args.max_det,
-                   "agnostic": args.agnostic, "opset": args.opset}
+                   "agnostic": args.agnostic, "opset": args.opset or OPSET}
         if args.imgsz:
             options["imgsz"] = args.imgsz
     else:
@@ -804,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--sigma", type=_positive_float, help="ONNX: default sigma of soft / matrix NMS")
     ex.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET, help="ONNX: rows per image")
     ex.add_argument("--agnostic", action="store_true", help="ONNX: suppress across classes")
-    ex.add_argument("--opset", type=_int_at_least(18), default=OPSET, help=f"ONNX opset (default {OPSET})")
+    ex.add_argument("--opset", type=_int_at_least(18), help=f"ONNX opset (default {OPSET})")
     ex.set_defaults(func=_cmd_export)
 
     de = sub.add_parser(

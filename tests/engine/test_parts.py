@@ -134,8 +134,13 @@ class _Payload:
 def test_checkpoint_refuses_pickled_code_and_junk(tmp_path):
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"model": _Payload(), "spec": {}}, protocol=2))
-    with pytest.raises(DetoptInputError, match=r"evil\.pt: not a readable checkpoint"):
+    with pytest.raises(DetoptInputError, match=r"evil\.pt: refused: the file holds pickled code") as e:
         load_checkpoint(evil)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(DetoptInputError, match=r"junk\.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(DetoptInputError, match="not a detopt checkpoint"):

@@ -47,15 +47,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.simplefilter("ignore", UserWarning)
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise DetoptInputError(
-            f"{path}: refused: the file holds pickled code (classes or functions), which detopt never "
-            "loads; a detopt checkpoint holds tensors and plain data only") from None
+        if _pickles_code(path):
+            raise DetoptInputError(
+                f"{path}: refused: the file holds pickled code (classes or functions), which detopt "
+                "never loads; a detopt checkpoint holds tensors and plain data only") from None
+        raise DetoptInputError(f"{path}: not a readable checkpoint (a corrupt or foreign pickle)") from None
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise DetoptInputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
         raise DetoptInputError(f"{path}: not a detopt checkpoint (needs 'model' and 'spec')")
     return ckpt
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _pickles_code(path: Path) -> bool:
+    """Whether the pickle of ``path`` (a plain pickle or torch's zip) names a class or a function:
+    read with ``pickletools.genops``, which lists opcodes without running any."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                data = z.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
+        return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a valid pickle: junk, not code
+        return False
 
 
 def _model_spec(spec: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
