@@ -212,11 +212,22 @@ def hard_nms(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, str
 # --------------------------------------------------------------------------- greedy loops
 def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
                     update: Callable[[Graph, str, str, str, str], str]) -> tuple[str, str]:
-    """``max_det`` selections: each takes every image's best live candidate (ties: lower index),
-    records it and lets ``update(body, live, iou_box, boxes, hit)`` rewrite the live scores of the
-    candidates ``hit`` (same image and class, still live)."""
+    """Up to ``max_det`` selections: each takes every image's best live candidate (ties: lower
+    index), records it and lets ``update(body, live, iou_box, boxes, hit)`` rewrite the live scores
+    of the candidates ``hit`` (same image and class, still live). Only candidates above the
+    threshold enter, and the loop stops once no image selects anything, so its cost follows the
+    detections, not ``max_det``."""
     top_b, top_s, top_l, _ = _candidates(g, boxes, scores, spec)
+    # only candidates above the threshold can be selected: keep the most any image has (>= 1)
+    above = g.op("Greater", top_s, "score_thr")
+    n_above = g.op("ReduceMax", g.op("ReduceSum", g.op("Cast", above, to=TensorProto.INT64), g.i64(1),
+                                     keepdims=0), g.i64(0), keepdims=1)  # [1]
+    n_keep = g.op("Max", n_above, g.i64(1))
+    top_b = g.op("Slice", top_b, g.i64(0), n_keep, g.i64(1))
+    top_s = g.op("Slice", top_s, g.i64(0), n_keep, g.i64(1))
+    top_l = g.op("Slice", top_l, g.i64(0), n_keep, g.i64(1))
     live0 = g.op("Where", g.op("Greater", top_s, "score_thr"), top_s, g.const(-1.0))
+    trips = g.squeeze(g.op("Min", n_keep, g.i64(spec.max_det)), 0)
     body = Graph(f"{g.prefix}/loop")
     it, cond_in, live = "loop/iter", "loop/cond_in", "loop/live"
     best_s, best_i = body.op("TopK", live, body.i64(1), axis=1, largest=1, sorted=1, n_out=2)  # [B, 1]
@@ -234,7 +245,8 @@ def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
         hit = body.op("And", hit, body.op("Equal", top_l, lab))
     after = update(body, live, box, top_b, hit)
     live_out = body.op("Where", chosen, body.const(-1.0), after)
-    cond_out = body.op("Identity", cond_in)
+    cond_out = body.op("Cast", body.op("ReduceMax", body.op("Cast", valid, to=TensorProto.INT64), keepdims=0),
+                       to=TensorProto.BOOL)  # stop once no image selected anything
     valid_out = body.op("Identity", body.squeeze(valid, 1))
     graph = helper.make_graph(
         body.nodes, "selection",
@@ -245,7 +257,7 @@ def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
          helper.make_tensor_value_info(live_out, TensorProto.FLOAT, None),
          helper.make_tensor_value_info(row, TensorProto.FLOAT, None),
          helper.make_tensor_value_info(valid_out, TensorProto.BOOL, None)])
-    _, rows, valids = g.op("Loop", g.i64(spec.max_det), g.const(True, np.bool_), live0, body=graph, n_out=3)
+    _, rows, valids = g.op("Loop", trips, g.const(True, np.bool_), live0, body=graph, n_out=3)
     dets = g.op("Transpose", rows, perm=[1, 0, 2])  # [B, max_det, 6]
     valid = g.op("Transpose", valids, perm=[1, 0])
     return _pad_rows(g, dets, valid, spec)
