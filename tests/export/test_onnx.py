@@ -222,3 +222,24 @@ def test_bad_input_gets_one_line(trained, tmp_path, capsys):
               "--nms", "typo"])
     err = capsys.readouterr().err
     assert "invalid choice: 'typo'" in err and "soft_nms_gaussian" in err
+
+
+@pytest.mark.parametrize("opset", [18, 19, 20, 21])
+def test_opsets(trained, opset):
+    """The documented opsets: every post-processing graph, and the whole export at the newest."""
+    _, w, _ = trained
+    boxes = np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]], np.float32)
+    scores = np.array([[[0.9, 0], [0.5, 0], [0.3, 0]]], np.float32)
+    for method in METHODS:
+        model = nms_model(method, 2, NmsSpec(max_det=4), opset=opset, score_thr=0.1, iou_thr=0.5)
+        onnx.checker.check_model(model, full_check=True)
+        assert int(_session(model).run(None, {"boxes": boxes, "scores": scores})[1][0]) >= 2
+    if opset == 21:
+        net = export_network(w.model, 96, dynamic=False, opset=21)
+        proto = with_postprocess(net, w.model, names=w.names, category_ids=None, imgsz=96, dynamic=False,
+                                 nms="soft_nms_linear", score_thr=0.01, iou_thr=0.5, sigma=None, max_det=10,
+                                 agnostic=False, opset=21)
+        assert proto.opset_import[0].version == 21
+        x = np.random.default_rng(0).random((1, 3, 96, 96), np.float32)
+        dets, _ = _session(proto).run(None, {"images": x})
+        assert dets.shape == (1, 10, 6)
