@@ -284,14 +284,15 @@ def split_dataset(
     ds: DatasetRecords,
     defects: list[Defect],
     split: str,
+    *,
     imgsz: int = 640,
-    skip_invalid: bool = False,
-    cache: bool = False,
-    transform: Transform | None = None,
-    check_images: bool = True,
     pipeline: Compose | None = None,
     seed: int = 0,
+    transform: Transform | None = None,
+    skip_invalid: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    cache: bool = False,
+    check_images: bool = True,
 ) -> DetectionDataset:
     """The dataset of one split of records read by :func:`read_source` (``src`` names it in
     messages). A defect anywhere in the data set (reader defects before any image is decoded)
@@ -345,6 +346,7 @@ def dataset_from_source(
         (dataset, class names).
     """
     ds, defects = read_source(src, images_dir, allow_outside_root, max_pixels)
-    dataset = split_dataset(src, ds, defects, split, imgsz, skip_invalid, cache, transform,
-                            check_images, pipeline, seed, max_pixels)
+    dataset = split_dataset(src, ds, defects, split, imgsz=imgsz, pipeline=pipeline, seed=seed,
+                            transform=transform, skip_invalid=skip_invalid, max_pixels=max_pixels,
+                            cache=cache, check_images=check_images)
     return dataset, ds.names
