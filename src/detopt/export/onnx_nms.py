@@ -155,35 +155,41 @@ def _best_rows(g: Graph, rows: str, batch_of: str, score: str, batch: str, spec:
     return _pad_rows(g, dets, g.op("Greater", vals, g.const(floor)), spec)
 
 
-def _iou_with(g: Graph, box: str, boxes: str) -> str:
-    """IoU of ``box [B, 1, 4]`` with ``boxes [B, K, 4]`` -> ``[B, K]`` (0 where they do not
-    intersect), the expressions of ``ops._pairwise.iou_matrix``."""
-    bx1, by1, bx2, by2 = (g.col(box, i) for i in range(4))
+def _columns(g: Graph, boxes: str) -> tuple[str, str, str, str, str]:
+    """``x1, y1, x2, y2`` of ``boxes [..., 4]`` (last axis dropped) and the areas (clamped sides)."""
     x1, y1, x2, y2 = (g.col(boxes, i) for i in range(4))
     zero = g.const(0.0)
-    area_b = g.op("Mul", g.op("Max", g.op("Sub", bx2, bx1), zero), g.op("Max", g.op("Sub", by2, by1), zero))
     area = g.op("Mul", g.op("Max", g.op("Sub", x2, x1), zero), g.op("Max", g.op("Sub", y2, y1), zero))
-    iw = g.op("Sub", g.op("Min", bx2, x2), g.op("Max", bx1, x1))
-    ih = g.op("Sub", g.op("Min", by2, y2), g.op("Max", by1, y1))
+    return x1, y1, x2, y2, area
+
+
+def _iou_with(g: Graph, a: tuple[str, ...], b: tuple[str, ...]) -> str:
+    """IoU of columns ``a`` with columns ``b`` (see :func:`_columns`; shapes broadcast), 0 where
+    they do not intersect: the expressions of ``ops._pairwise.iou_matrix``."""
+    ax1, ay1, ax2, ay2, area_a = a
+    bx1, by1, bx2, by2, area_b = b
+    zero = g.const(0.0)
+    iw = g.op("Sub", g.op("Min", ax2, bx2), g.op("Max", ax1, bx1))
+    ih = g.op("Sub", g.op("Min", ay2, by2), g.op("Max", ay1, by1))
     inter = g.op("Mul", iw, ih)
-    union = g.op("Sub", g.op("Add", area_b, area), inter)
+    union = g.op("Sub", g.op("Add", area_a, area_b), inter)
     ok = g.op("And", g.op("And", g.op("Greater", iw, zero), g.op("Greater", ih, zero)),
               g.op("Greater", union, zero))
     safe = g.op("Where", ok, union, g.const(1.0))
     return g.op("Where", ok, g.op("Div", inter, safe), zero)
 
 
-def _diou_penalty_with(g: Graph, box: str, boxes: str) -> str:
-    """``d² / c²`` of ``box [B, 1, 4]`` against ``boxes [B, K, 4]`` (``ops._pairwise.diou_penalty``
-    with beta 1)."""
-    bx1, by1, bx2, by2 = (g.col(box, i) for i in range(4))
-    x1, y1, x2, y2 = (g.col(boxes, i) for i in range(4))
+def _diou_penalty_with(g: Graph, a: tuple[str, ...], b: tuple[str, ...]) -> str:
+    """``d² / c²`` of columns ``a`` against columns ``b`` (``ops._pairwise.diou_penalty`` with
+    beta 1)."""
+    ax1, ay1, ax2, ay2, _ = a
+    bx1, by1, bx2, by2, _ = b
     zero, half = g.const(0.0), g.const(0.5)
-    ew = g.op("Max", g.op("Sub", g.op("Max", bx2, x2), g.op("Min", bx1, x1)), zero)
-    eh = g.op("Max", g.op("Sub", g.op("Max", by2, y2), g.op("Min", by1, y1)), zero)
+    ew = g.op("Max", g.op("Sub", g.op("Max", ax2, bx2), g.op("Min", ax1, bx1)), zero)
+    eh = g.op("Max", g.op("Sub", g.op("Max", ay2, by2), g.op("Min", ay1, by1)), zero)
     c2 = g.op("Add", g.op("Mul", ew, ew), g.op("Mul", eh, eh))
-    dx = g.op("Sub", g.op("Mul", g.op("Add", bx1, bx2), half), g.op("Mul", g.op("Add", x1, x2), half))
-    dy = g.op("Sub", g.op("Mul", g.op("Add", by1, by2), half), g.op("Mul", g.op("Add", y1, y2), half))
+    dx = g.op("Sub", g.op("Mul", g.op("Add", ax1, ax2), half), g.op("Mul", g.op("Add", bx1, bx2), half))
+    dy = g.op("Sub", g.op("Mul", g.op("Add", ay1, ay2), half), g.op("Mul", g.op("Add", by1, by2), half))
     d2 = g.op("Add", g.op("Mul", dx, dx), g.op("Mul", dy, dy))
     pos = g.op("Greater", c2, zero)
     return g.op("Where", pos, g.op("Div", d2, g.op("Where", pos, c2, g.const(1.0))), zero)
@@ -211,10 +217,10 @@ def hard_nms(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, str
 
 # --------------------------------------------------------------------------- greedy loops
 def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
-                    update: Callable[[Graph, str, str, str, str], str]) -> tuple[str, str]:
+                    update: Callable[[Graph, str, tuple, tuple, str], str]) -> tuple[str, str]:
     """Up to ``max_det`` selections: each takes every image's best live candidate (ties: lower
-    index), records it and lets ``update(body, live, iou_box, boxes, hit)`` rewrite the live scores
-    of the candidates ``hit`` (same image and class, still live). Only candidates above the
+    index), records it and lets ``update(body, live, box_columns, columns, hit)`` rewrite the live
+    scores of the candidates ``hit`` (same image and class, still live). Only candidates above the
     threshold enter, and the loop stops once no image selects anything, so its cost follows the
     detections, not ``max_det``."""
     top_b, top_s, top_l, _ = _candidates(g, boxes, scores, spec)
@@ -228,26 +234,24 @@ def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
     top_l = g.op("Slice", top_l, g.i64(0), n_keep, g.i64(1))
     live0 = g.op("Where", g.op("Greater", top_s, "score_thr"), top_s, g.const(-1.0))
     trips = g.squeeze(g.op("Min", n_keep, g.i64(spec.max_det)), 0)
+    # loop invariants, computed once: the candidates' columns and areas, their positions
+    cols = _columns(g, top_b)
+    positions = g.unsqueeze(g.op("Range", g.const(0, np.int64), g.squeeze(n_keep, 0), g.const(1, np.int64)),
+                            0)
     body = Graph(f"{g.prefix}/loop")
     it, cond_in, live = "loop/iter", "loop/cond_in", "loop/live"
     best_s, best_i = body.op("TopK", live, body.i64(1), axis=1, largest=1, sorted=1, n_out=2)  # [B, 1]
     valid = body.op("Greater", best_s, "score_thr")  # [B, 1]
-    box = body.op("GatherND", top_b, body.unsqueeze(best_i, 2), batch_dims=1)  # [B, 1, 4]
-    lab = body.op("GatherElements", top_l, best_i, axis=1)  # [B, 1]
-    row = _rows(body, body.squeeze(box, 1), body.squeeze(best_s, 1), body.squeeze(lab, 1))  # [B, 6]
-    row = body.op("Where", valid, row, body.const(0.0))
-    k_range = body.op("Range", body.const(0, np.int64), body.squeeze(body.dim(live, 1), 0),
-                      body.const(1, np.int64))
-    chosen = body.op("Equal", body.unsqueeze(k_range, 0), best_i)  # [B, K]
-    alive = body.op("And", body.op("Greater", live, "score_thr"), body.op("Not", chosen))
-    hit = body.op("And", alive, valid)
+    box = _columns(body, body.op("GatherND", top_b, body.unsqueeze(best_i, 2), batch_dims=1))  # [B, 1] each
+    hit = body.op("And", body.op("Greater", live, "score_thr"), valid)  # the chosen one is reset below
     if not spec.agnostic:
-        hit = body.op("And", hit, body.op("Equal", top_l, lab))
-    after = update(body, live, box, top_b, hit)
-    live_out = body.op("Where", chosen, body.const(-1.0), after)
+        hit = body.op("And", hit, body.op("Equal", top_l, body.op("GatherElements", top_l, best_i, axis=1)))
+    after = update(body, live, box, cols, hit)
+    live_out = body.op("Where", body.op("Equal", positions, best_i), body.const(-1.0), after)
     cond_out = body.op("Cast", body.op("ReduceMax", body.op("Cast", valid, to=TensorProto.INT64), keepdims=0),
                        to=TensorProto.BOOL)  # stop once no image selected anything
-    valid_out = body.op("Identity", body.squeeze(valid, 1))
+    index_out = body.op("Identity", best_i)
+    score_out = body.op("Where", valid, best_s, body.const(-1.0))
     graph = helper.make_graph(
         body.nodes, "selection",
         [helper.make_tensor_value_info(it, TensorProto.INT64, []),
@@ -255,20 +259,22 @@ def _selection_loop(g: Graph, boxes: str, scores: str, spec: NmsSpec,
          helper.make_tensor_value_info(live, TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
          helper.make_tensor_value_info(live_out, TensorProto.FLOAT, None),
-         helper.make_tensor_value_info(row, TensorProto.FLOAT, None),
-         helper.make_tensor_value_info(valid_out, TensorProto.BOOL, None)])
-    _, rows, valids = g.op("Loop", trips, g.const(True, np.bool_), live0, body=graph, n_out=3)
-    dets = g.op("Transpose", rows, perm=[1, 0, 2])  # [B, max_det, 6]
-    valid = g.op("Transpose", valids, perm=[1, 0])
-    return _pad_rows(g, dets, valid, spec)
+         helper.make_tensor_value_info(index_out, TensorProto.INT64, None),
+         helper.make_tensor_value_info(score_out, TensorProto.FLOAT, None)])
+    _, picks, picked = g.op("Loop", trips, g.const(True, np.bool_), live0, body=graph, n_out=3)
+    idx = g.op("Transpose", g.squeeze(picks, 2), perm=[1, 0])  # [B, T] in selection order
+    sel_s = g.op("Transpose", g.squeeze(picked, 2), perm=[1, 0])  # decayed score at selection, -1: none
+    rows = _rows(g, g.op("GatherND", top_b, g.unsqueeze(idx, 2), batch_dims=1), sel_s,
+                 g.op("GatherElements", top_l, idx, axis=1))
+    return _pad_rows(g, rows, g.op("Greater", sel_s, g.const(-0.5)), spec)
 
 
 @register_onnx_nms("soft_nms_gaussian", inputs=("sigma",), default_sigma=0.5)
 def soft_nms_gaussian(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, str]:
     """Gaussian soft-NMS: ``s *= exp(-iou² / sigma)`` for every live candidate of the class."""
 
-    def update(b: Graph, live: str, box: str, top_b: str, hit: str) -> str:
-        iou = _iou_with(b, box, top_b)
+    def update(b: Graph, live: str, box: tuple, cols: tuple, hit: str) -> str:
+        iou = _iou_with(b, box, cols)
         decay = b.op("Exp", b.op("Div", b.op("Neg", b.op("Mul", iou, iou)), "sigma"))
         hit = b.op("And", hit, b.op("Greater", iou, b.const(0.0)))
         return b.op("Where", hit, b.op("Mul", live, decay), live)
@@ -280,8 +286,8 @@ def soft_nms_gaussian(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple
 def soft_nms_linear(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, str]:
     """Linear soft-NMS: ``s *= 1 - iou`` where ``iou > iou_thr``."""
 
-    def update(b: Graph, live: str, box: str, top_b: str, hit: str) -> str:
-        iou = _iou_with(b, box, top_b)
+    def update(b: Graph, live: str, box: tuple, cols: tuple, hit: str) -> str:
+        iou = _iou_with(b, box, cols)
         over = b.op("Greater", iou, "iou_thr")
         hit = b.op("And", b.op("And", hit, b.op("Greater", iou, b.const(0.0))), over)
         return b.op("Where", hit, b.op("Mul", live, b.op("Sub", b.const(1.0), iou)), live)
@@ -293,9 +299,9 @@ def soft_nms_linear(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[s
 def diou_nms(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, str]:
     """DIoU-NMS: drop a candidate when ``IoU - d²/c² > iou_thr`` with a kept one of its class."""
 
-    def update(b: Graph, live: str, box: str, top_b: str, hit: str) -> str:
-        iou = _iou_with(b, box, top_b)
-        crit = b.op("Sub", iou, _diou_penalty_with(b, box, top_b))
+    def update(b: Graph, live: str, box: tuple, cols: tuple, hit: str) -> str:
+        iou = _iou_with(b, box, cols)
+        crit = b.op("Sub", iou, _diou_penalty_with(b, box, cols))
         over = b.op("Greater", iou, "iou_thr")
         drop = b.op("And", b.op("And", hit, over), b.op("Greater", crit, "iou_thr"))
         return b.op("Where", drop, b.const(-1.0), live)
@@ -315,7 +321,7 @@ def matrix_nms(g: Graph, boxes: str, scores: str, spec: NmsSpec) -> tuple[str, s
     top_b = g.op("Slice", top_b, g.i64(0), n_max, g.i64(1))
     top_s = g.op("Slice", top_s, g.i64(0), n_max, g.i64(1))
     top_l = g.op("Slice", top_l, g.i64(0), n_max, g.i64(1))
-    iou = _iou_with(g, g.unsqueeze(top_b, 2), g.unsqueeze(top_b, 1))  # [B, K, K]: row i, column j
+    iou = _iou_with(g, _columns(g, g.unsqueeze(top_b, 2)), _columns(g, g.unsqueeze(top_b, 1)))  # [B, K, K]
     rank = g.op("Range", g.const(0, np.int64), g.squeeze(n_max, 0), g.const(1, np.int64))
     mask = g.op("And", g.op("Less", g.unsqueeze(rank, 1), g.unsqueeze(rank, 0)),
                 g.op("Greater", iou, g.const(0.0)))
