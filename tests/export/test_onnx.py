@@ -243,3 +243,12 @@ def test_opsets(trained, opset):
         x = np.random.default_rng(0).random((1, 3, 96, 96), np.float32)
         dets, _ = _session(proto).run(None, {"images": x})
         assert dets.shape == (1, 10, 6)
+
+
+def test_every_graph_implements_a_registered_method():
+    from detopt.export import EXPORT_FORMATS
+    from detopt.ops.postprocess import METHOD_REGISTRY
+
+    assert set(ONNX_NMS.names()) <= set(METHOD_REGISTRY.names())
+    assert set(ONNX_NMS.names()) == set(METHOD_REGISTRY.names()) - {"wbf"}  # WBF: Python only (see README)
+    assert set(EXPORT_FORMATS.names()) == {"safetensors", "onnx"}
