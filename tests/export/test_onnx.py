@@ -166,6 +166,8 @@ def test_val_on_the_onnx_file_matches_the_pt_weights(trained, synth_dir, tmp_pat
     path = export_onnx(w.model, tmp_path / "m.onnx", names=w.names, category_ids=w.category_ids, imgsz=128,
                        dynamic=False, nms="nms", score_thr=0.001)
     onnx_w = load_weights(path)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 128, 128]  # a static export declares its size
     got = evaluate_detector(onnx_w.model, ds, names, default_postprocessor(onnx_w.model, None, 0.001))
     ref = evaluate_detector(w.model, ds, names, default_postprocessor(w.model, "nms", 0.001))
     # mAP50-95 and mAP50 within 0.001 (the network's float32 arithmetic differs in the last bits

@@ -83,19 +83,19 @@ def _export_network(model: nn.Module, imgsz: int, dynamic: bool, opset: int) -> 
     return program.model_proto
 
 
-def _rename_dims(model: onnx.ModelProto, num_classes: int, dynamic: bool) -> None:
-    """Readable dimension names on the graph's inputs and outputs."""
-    names = {0: "batch"} if dynamic else {}
+def _rename_dims(model: onnx.ModelProto) -> None:
+    """Readable names for the symbolic dimensions of the graph's inputs and outputs (the
+    exporter's are ``s39``-like); fixed dimensions of a static export stay fixed."""
     for vi in list(model.graph.input) + list(model.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        for i, d in enumerate(dims):
-            if d.HasField("dim_param") or not dynamic:
-                if i in names:
-                    d.dim_param = names[i]
-                elif vi.name == "images" and i in (2, 3):
-                    d.dim_param = "height" if i == 2 else "width"
-                elif vi.name in ("boxes", "scores") and i == 1:
-                    d.dim_param = "anchors"
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.HasField("dim_param"):
+                continue
+            if i == 0:
+                d.dim_param = "batch"
+            elif vi.name == "images" and i in (2, 3):
+                d.dim_param = "height" if i == 2 else "width"
+            elif vi.name in ("boxes", "scores") and i == 1:
+                d.dim_param = "anchors"
 
 
 def export_onnx(
@@ -194,7 +194,7 @@ def with_postprocess(
                                         prefix2="post/")
         _unprefix(out, "post/", ["detections", "num_detections", *thresholds])
         meta.update(max_det=max_det, agnostic=agnostic, pre_nms_topk=PRE_NMS_TOPK, thresholds=thresholds)
-    _rename_dims(out, num_classes, dynamic)
+    _rename_dims(out)
     out.producer_name = "detopt"
     out.producer_version = __version__
     del out.metadata_props[:]
