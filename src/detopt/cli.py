@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from detopt.constants import IOU_THRESHOLD, MAX_DET, SCORE_THRESHOLD
 from detopt.errors import DetoptError, DetoptInputError
@@ -74,15 +75,8 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     from detopt.data.synth import write_synthetic
 
     t = time.perf_counter()
-    counts = write_synthetic(
-        args.out,
-        train=args.train,
-        val=args.val,
-        imgsz=args.imgsz,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
+    options = ("train", "val", "imgsz", "seed", "workers", "overwrite")
+    counts = write_synthetic(args.out, **{k: getattr(args, k) for k in options})
     dt = time.perf_counter() - t
     n = counts["train_images"] + counts["val_images"]
     print(
@@ -328,10 +322,7 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
 
     def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        v = _parse_number(text, int)
         if v < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
         return v
@@ -339,14 +330,36 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _non_negative(text: str) -> float:
+def _parse_number(text: str, kind: type[int] | type[float]) -> Any:
+    """``kind(text)``, or the argparse error that names the text."""
     try:
-        v = float(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _non_negative(text: str) -> float:
+    v = _parse_number(text, float)
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return v
+
+
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str | None = None,
+    positionals: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
+    """One sub-command: its parser, its positional arguments and the function it runs."""
+    p = sub.add_parser(name, help=help, description=description)
+    for arg in positionals:
+        p.add_argument(arg)
+    p.set_defaults(func=func)
+    return p
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -361,6 +374,8 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     def out_opts(p: argparse.ArgumentParser) -> None:
+        """The options of a command that reads a data set and writes one."""
+        _add_source_opts(p)
         g = p.add_mutually_exclusive_group()
         g.add_argument(
             "--copy", dest="mode", action="store_const", const="copy", help="copy images (default)"
@@ -369,11 +384,11 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(mode="copy")
         p.add_argument("--overwrite", action="store_true", help="replace DST when it exists and is not empty")
 
-    sy = dsub.add_parser(
-        "synth",
+    sy = _command(
+        dsub, "synth", _cmd_data_synth,
         help="write the embedded synthetic data set (YOLO + COCO)",
         description="Procedural scenes: 8 classes that differ by shape and texture, many small "
-        "objects, occlusion, clutter, distractors, masks. Deterministic by seed.",
+        "objects, occlusion, clutter, distractors, masks. Deterministic by seed."
     )
     sy.add_argument("out", help="output folder")
     sy.add_argument("--train", type=_int_at_least(0), default=2000, help="training images (default 2000)")
@@ -384,64 +399,57 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         "--workers", type=_int_at_least(1), default=default_workers(), help="processes (default: cores)"
     )
     sy.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty")
-    sy.set_defaults(func=_cmd_data_synth)
 
-    cv = dsub.add_parser(
-        "convert",
+    cv = _command(
+        dsub, "convert", _cmd_data_convert,
         help="convert between COCO, YOLO and VOC",
         description="SRC: a COCO json (or a folder of them), a YOLO data.yaml, or a VOC root; "
-        "the format is detected.",
+        "the format is detected.", positionals=("src", "dst")
     )
-    cv.add_argument("src")
-    cv.add_argument("dst")
     cv.add_argument("--to", required=True, choices=FORMATS)
     _add_tolerance(cv, "pixels a box may pass the image border (it is clipped; default 1)")
-    _add_source_opts(cv)
     out_opts(cv)
-    cv.set_defaults(func=_cmd_data_convert)
 
-    va = dsub.add_parser(
-        "validate",
+    va = _command(
+        dsub, "validate", _cmd_data_validate,
         help="decode every image and name every defect (exit 1 when any)",
         description="One line per defect with the file (and line), then a summary. "
-        "Exit status 0 when clean, 1 when any defect.",
+        "Exit status 0 when clean, 1 when any defect.", positionals=("src",)
     )
-    va.add_argument("src")
     _add_tolerance(va, "pixels a box may pass the image border (default 1)")
     va.add_argument("--json", help="also write the report here")
     _add_source_opts(va, skip_invalid=False)
-    va.set_defaults(func=_cmd_data_validate)
 
-    st = dsub.add_parser("stats", help="class balance, box sizes, aspect ratios (+ plots)")
-    st.add_argument("src")
+    st = _command(
+        dsub,
+        "stats",
+        _cmd_data_stats,
+        help="class balance, box sizes, aspect ratios (+ plots)",
+        positionals=("src",),
+    )
     st.add_argument(
         "--plots", help="write classes.png, boxes_per_image.png, sizes.png, aspect_ratios.png here"
     )
     st.add_argument("--json", help="also write the statistics here")
     _add_source_opts(st)
-    st.set_defaults(func=_cmd_data_stats)
 
-    sp = dsub.add_parser(
-        "split",
+    sp = _command(
+        dsub, "split", _cmd_data_split,
         help="train/val split stratified by class presence",
-        description="Pools every split of SRC and writes DST with train and val.",
+        description="Pools every split of SRC and writes DST with train and val.", positionals=("src", "dst")
     )
-    sp.add_argument("src")
-    sp.add_argument("dst")
     sp.add_argument("--val", type=_unit_interval, default=0.2, help="validation fraction (default 0.2)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--to", choices=FORMATS, help="output format (default: that of SRC)")
-    _add_source_opts(sp)
     out_opts(sp)
-    sp.set_defaults(func=_cmd_data_split)
 
-    pv = dsub.add_parser(
-        "preview",
+    pv = _command(
+        dsub, "preview", _cmd_data_preview,
         help="a PNG grid of augmented samples with boxes and class names",
         description="Runs the augmentation pipeline (YAML; default: mosaic, affine, HSV, flip) on "
         "random training images and draws the boxes, so a person can look before training.",
+        positionals=("src",),
     )
-    pv.add_argument("src")
     pv.add_argument("--pipeline", help="pipeline YAML (size, close_mosaic, transforms: [{name, ...}])")
     pv.add_argument("--out", required=True, help="folder for preview.png")
     pv.add_argument("-n", type=_int_at_least(1), default=16, help="samples (default 16)")
@@ -451,7 +459,6 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     pv.add_argument("--split", default="train", help="split to sample (default train; all when absent)")
     pv.add_argument("--seed", type=int, default=0)
     _add_source_opts(pv)
-    pv.set_defaults(func=_cmd_data_preview)
 
 
 def _positive_float(text: str) -> float:
@@ -462,10 +469,7 @@ def _positive_float(text: str) -> float:
 
 
 def _unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _parse_number(text, float)
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
     return v
@@ -664,13 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make object detectors more accurate and faster.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="print versions and machine facts")
-    info.set_defaults(func=_cmd_info)
+    _command(sub, "info", _cmd_info, help="print versions and machine facts")
 
-    ev = sub.add_parser(
-        "eval",
+    ev = _command(
+        sub, "eval", _cmd_eval,
         help="COCO bbox evaluation (pycocotools' numbers), per-class table, plots",
-        description="Evaluate COCO results against COCO ground truth with exactly pycocotools' numbers.",
+        description="Evaluate COCO results against COCO ground truth with exactly pycocotools' numbers."
     )
     ev.add_argument("--gt", required=True, help="COCO ground-truth json")
     ev.add_argument("--pred", required=True, help="COCO results json (image_id, category_id, bbox, score)")
@@ -698,14 +701,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="score threshold of the confusion matrix (default: the best-F1 confidence; --conf is an alias)",
     )
-    ev.set_defaults(func=_cmd_eval)
     _add_data_parser(sub)
 
-    an = sub.add_parser(
-        "anchors",
+    an = _command(
+        sub, "anchors", _cmd_anchors,
         help="fit anchors to a data set (IoU k-means + evolution vs Euclidean k-means)",
         description="Fits k anchors (w, h) to the training boxes letterboxed to IMGSZ and compares "
-        "the IoU-distance k-means + evolution with the Euclidean k-means baseline.",
+        "the IoU-distance k-means + evolution with the Euclidean k-means baseline."
     )
     an.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
     an.add_argument("--k", type=_int_at_least(1), default=9, help="number of anchors (default 9)")
@@ -721,13 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--plot", help="write the (w, h) scatter of boxes and anchors to this PNG")
     an.add_argument("--json", help="also write both fits here")
     _add_source_opts(an)
-    an.set_defaults(func=_cmd_anchors)
 
-    tr = sub.add_parser(
-        "train",
+    tr = _command(
+        sub, "train", _cmd_train,
         help="train a detector (YOLO-style, anchor-free) with the full recipe",
         description="Train on a data.yaml or a COCO json (+ --images). Extra KEY=VALUE arguments "
-        "override any config key (lr0=0.02 amp=false close_mosaic=2 ...); see detopt.config.TrainConfig.",
+        "override any config key (lr0=0.02 amp=false close_mosaic=2 ...); see detopt.config.TrainConfig."
     )
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     tr.add_argument("--data", help="data.yaml, COCO json or VOC root")
@@ -744,7 +745,6 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) exactly")
     _add_source_opts(tr)
-    tr.set_defaults(func=_cmd_train)
 
     def add_post(p: argparse.ArgumentParser, conf: float) -> None:
         p.add_argument("--weights", required=True, help="RUN/best.pt, last.pt or a .safetensors export")
@@ -760,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="suppression method (detopt.ops.postprocess.METHOD_REGISTRY; default nms, "
                        "or the one inside an ONNX export)")
 
-    va = sub.add_parser("val", help="evaluate weights on a split: COCO metrics, per-class table, plots")
+    va = _command(
+        sub, "val", _cmd_val, help="evaluate weights on a split: COCO metrics, per-class table, plots"
+    )
     add_post(va, SCORE_THRESHOLD)
     va.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
     va.add_argument("--split", default="val")
@@ -772,23 +774,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the data set's classes are the weights' in another order or with other ids: match by name",
     )
     _add_source_opts(va)
-    va.set_defaults(func=_cmd_val)
 
-    pr = sub.add_parser("predict", help="detect objects in images: drawn PNGs and JSON")
+    pr = _command(sub, "predict", _cmd_predict, help="detect objects in images: drawn PNGs and JSON")
     add_post(pr, 0.25)
     pr.add_argument("--source", required=True, help="an image or a folder of images")
     pr.add_argument("--out", help="write the drawn images (PNG) here")
     pr.add_argument("--save-json", help="write the detections (COCO results + file_name) here")
-    pr.set_defaults(func=_cmd_predict)
 
     from detopt.export import EXPORT_FORMATS
     from detopt.export.onnx_nms import ONNX_NMS, OPSET
 
-    ex = sub.add_parser(
-        "export", help="export trained weights: safetensors, or ONNX with NMS inside the graph",
+    ex = _command(
+        sub,
+        "export",
+        _cmd_export,
+        help="export trained weights: safetensors, or ONNX with NMS inside the graph",
         description="Write the weights as safetensors, or the network, its box decode and a "
         "post-processing method as one ONNX graph (outputs detections [B, max_det, 6] and "
-        "num_detections [B]; thresholds are graph inputs with these defaults).")
+        "num_detections [B]; thresholds are graph inputs with these defaults)."
+    )
     ex.add_argument("--weights", required=True, help="a checkpoint (.pt) or safetensors export")
     ex.add_argument("--out", required=True, help="the file to write (.safetensors or .onnx)")
     ex.add_argument("--format", choices=list(EXPORT_FORMATS.names()),
@@ -806,16 +810,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET, help="ONNX: rows per image")
     ex.add_argument("--agnostic", action="store_true", help="ONNX: suppress across classes")
     ex.add_argument("--opset", type=_int_at_least(18), help=f"ONNX opset (default {OPSET})")
-    ex.set_defaults(func=_cmd_export)
 
-    de = sub.add_parser(
-        "demo",
+    de = _command(
+        sub, "demo", _cmd_demo,
         help="the whole loop on the embedded data: data, anchors, train, COCO eval, NMS study, report",
         description="Synthesize the embedded data set, analyse it, fit anchors, train the default CPU "
         "model on a time budget, evaluate it exactly, study every post-processing method and threshold "
         "on the validation predictions, and write RUN/report.html. Steps already done in RUN with the "
         "same parameters are reused; an unfinished training run is resumed. Extra KEY=VALUE arguments "
-        "override training config keys (lr0=0.02 nbs=64 ...).",
+        "override training config keys (lr0=0.02 nbs=64 ...)."
     )
     de.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     de.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
@@ -827,7 +830,6 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int)
     de.add_argument("--device", help="auto (default), cpu, cuda")
     de.add_argument("--workers", type=_int_at_least(0), help="data loader processes (default 2)")
-    de.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from detopt.assign._common import (
-    Assigner,
-    AssignInputs,
-    AssignResult,
-    build_targets,
-    pairwise_iou,
-    points_in_boxes,
-    resolve_multiple,
-)
+from detopt.assign._common import Assigner, AssignInputs, AssignResult, build_targets
+from detopt.assign._geometry import pairwise_iou, points_in_boxes, resolve_multiple
 from detopt.errors import DetoptInputError
 
 
+@dataclass(eq=False)
 class ATSSAssigner(Assigner):
     """For each GT: the ``topk`` anchors per level closest to its centre are candidates; the
     threshold is the mean + standard deviation (unbiased, as ``torch.std``) of their IoUs;
@@ -28,11 +24,12 @@ class ATSSAssigner(Assigner):
 
     anchor_cell = 5.0
 
-    def __init__(self, topk: int = 9, eps: float = 0.01) -> None:
-        if topk < 1:
-            raise DetoptInputError(f"topk must be >= 1, got {topk}")
-        self.topk = topk
-        self.eps = eps
+    topk: int = 9
+    eps: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise DetoptInputError(f"topk must be >= 1, got {self.topk}")
 
     def assign(self, x: AssignInputs) -> AssignResult:
         pred_scores, _, anchors, gt_labels, gt_boxes, gt_mask = x

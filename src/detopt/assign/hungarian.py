@@ -3,6 +3,8 @@ Deformable DETR): a one-to-one matching of queries to GTs at minimum total cost.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
@@ -16,6 +18,7 @@ def _cxcywh(b: Tensor) -> Tensor:
     return torch.cat(((b[..., :2] + b[..., 2:]) * 0.5, b[..., 2:] - b[..., :2]), -1)
 
 
+@dataclass(eq=False)
 class HungarianMatcher(Assigner):
     """Cost of query ``q`` and GT ``g``::
 
@@ -31,29 +34,22 @@ class HungarianMatcher(Assigner):
 
     needs_anchors = False
 
-    def __init__(
-        self,
-        cost_class: float = 2.0,
-        cost_l1: float = 5.0,
-        cost_giou: float = 2.0,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        l1_normalizer: float = 1.0,
-    ) -> None:
-        if l1_normalizer <= 0:
-            raise DetoptInputError(f"l1_normalizer must be positive, got {l1_normalizer}")
-        self.cost_class = cost_class
-        self.cost_l1 = cost_l1
-        self.cost_giou = cost_giou
-        self.alpha = focal_alpha
-        self.gamma = focal_gamma
-        self.l1_normalizer = l1_normalizer
+    cost_class: float = 2.0
+    cost_l1: float = 5.0
+    cost_giou: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    l1_normalizer: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.l1_normalizer <= 0:
+            raise DetoptInputError(f"l1_normalizer must be positive, got {self.l1_normalizer}")
 
     def cost_matrix(self, scores: Tensor, boxes: Tensor, labels: Tensor, gt: Tensor) -> Tensor:
         """``scores [Q, C]`` probabilities, ``boxes [Q, 4]``, ``labels [n]``, ``gt [n, 4]`` -> ``[Q, n]``."""
         p = scores[:, labels.long()].to(boxes.dtype)  # [Q, n]
-        pos = self.alpha * (1 - p) ** self.gamma * -torch.log(p + 1e-8)
-        neg = (1 - self.alpha) * p**self.gamma * -torch.log(1 - p + 1e-8)
+        pos = self.focal_alpha * (1 - p) ** self.focal_gamma * -torch.log(p + 1e-8)
+        neg = (1 - self.focal_alpha) * p**self.focal_gamma * -torch.log(1 - p + 1e-8)
         l1 = torch.cdist(_cxcywh(boxes), _cxcywh(gt), p=1) / self.l1_normalizer
         a, g = boxes[:, None], gt[None]
         _, union, iou = inter_union_iou(a, g)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from detopt.assign._common import (
-    Assigner,
-    AssignInputs,
-    AssignResult,
-    build_targets,
-    pairwise_iou,
-    resolve_multiple,
-)
+from detopt.assign._common import Assigner, AssignInputs, AssignResult, build_targets
+from detopt.assign._geometry import pairwise_iou, resolve_multiple
 from detopt.errors import DetoptInputError
 
 
+@dataclass(eq=False)
 class MaxIoUAssigner(Assigner):
     """Positive where the best IoU with a GT is ``>= pos_iou_thr``, negative where it is
     ``< neg_iou_thr``, ignored in between.
@@ -30,21 +27,16 @@ class MaxIoUAssigner(Assigner):
     anchor_cell = 5.0
     train_defaults = {"pos_iou_thr": 0.5, "neg_iou_thr": 0.4}  # noqa: RUF012 - RetinaNet's
 
-    def __init__(
-        self,
-        pos_iou_thr: float = 0.7,
-        neg_iou_thr: float = 0.3,
-        min_pos_iou: float = 0.0,
-        low_quality_match: bool = True,
-    ) -> None:
-        if not 0 <= neg_iou_thr <= pos_iou_thr <= 1:
+    pos_iou_thr: float = 0.7
+    neg_iou_thr: float = 0.3
+    min_pos_iou: float = 0.0
+    low_quality_match: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.neg_iou_thr <= self.pos_iou_thr <= 1:
             raise DetoptInputError(
-                f"need 0 <= neg_iou_thr <= pos_iou_thr <= 1, got {neg_iou_thr} and {pos_iou_thr}"
+                f"need 0 <= neg_iou_thr <= pos_iou_thr <= 1, got {self.neg_iou_thr} and {self.pos_iou_thr}"
             )
-        self.pos_iou_thr = pos_iou_thr
-        self.neg_iou_thr = neg_iou_thr
-        self.min_pos_iou = min_pos_iou
-        self.low_quality_match = low_quality_match
 
     def assign(self, x: AssignInputs) -> AssignResult:
         pred_scores, _, anchors, gt_labels, gt_boxes, gt_mask = x

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detopt.assign._common import (
-    Assigner,
-    AssignInputs,
-    AssignResult,
-    build_targets,
-    pairwise_iou,
-    points_in_boxes,
-)
+from detopt.assign._common import Assigner, AssignInputs, AssignResult, build_targets
+from detopt.assign._geometry import pairwise_iou, points_in_boxes
 from detopt.errors import DetoptInputError
 
 _OUTSIDE_COST = 1e5
 
 
+@dataclass(eq=False)
 class SimOTAAssigner(Assigner):
     """For each image: candidates are anchors whose point lies inside a GT or within
     ``center_radius · stride`` of its centre (the centre prior). The cost of GT ``g`` and
@@ -29,21 +26,17 @@ class SimOTAAssigner(Assigner):
     cheapest. Score target: the IoU of the prediction with its GT (YOLOX).
     """
 
-    def __init__(
-        self,
-        center_radius: float = 2.5,
-        candidate_topk: int = 10,
-        iou_weight: float = 3.0,
-        cls_weight: float = 1.0,
-    ) -> None:
-        if center_radius <= 0 or candidate_topk < 1:
+    center_radius: float = 2.5
+    candidate_topk: int = 10
+    iou_weight: float = 3.0
+    cls_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.center_radius <= 0 or self.candidate_topk < 1:
             raise DetoptInputError(
-                f"need center_radius > 0 and candidate_topk >= 1, got {center_radius}, {candidate_topk}"
+                "need center_radius > 0 and candidate_topk >= 1, "
+                f"got {self.center_radius}, {self.candidate_topk}"
             )
-        self.center_radius = center_radius
-        self.candidate_topk = candidate_topk
-        self.iou_weight = iou_weight
-        self.cls_weight = cls_weight
 
     def assign(self, x: AssignInputs) -> AssignResult:
         pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask = x

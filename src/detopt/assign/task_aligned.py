@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from detopt.assign._common import (
-    Assigner,
-    AssignInputs,
-    AssignResult,
-    build_targets,
-    points_in_boxes,
-    resolve_multiple,
-)
+from detopt.assign._common import Assigner, AssignInputs, AssignResult, build_targets
+from detopt.assign._geometry import points_in_boxes, resolve_multiple
 from detopt.errors import DetoptInputError
 from detopt.ops.iou_terms import inter_union_iou
 
 
+@dataclass(eq=False)
 class TaskAlignedAssigner(Assigner):
     """Alignment ``t = s^α · u^β`` (``s`` the predicted score of the GT's class, ``u`` the IoU of
     the predicted box with the GT); for each GT the ``topk`` anchors of highest ``t`` among those
@@ -32,13 +29,14 @@ class TaskAlignedAssigner(Assigner):
 
     train_defaults = {"topk": 10, "alpha": 0.5, "beta": 6.0}  # noqa: RUF012 - YOLOv8's
 
-    def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9) -> None:
-        if topk < 1:
-            raise DetoptInputError(f"topk must be >= 1, got {topk}")
-        self.topk = topk
-        self.alpha = alpha
-        self.beta = beta
-        self.eps = eps
+    topk: int = 10
+    alpha: float = 0.5
+    beta: float = 6.0
+    eps: float = 1e-9
+
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise DetoptInputError(f"topk must be >= 1, got {self.topk}")
 
     def assign(self, x: AssignInputs) -> AssignResult:
         pred_scores, pred_boxes, anchors, gt_labels, gt_boxes, gt_mask = x

@@ -65,11 +65,7 @@ def _same_shape(a: Tensor, b: Tensor, names: str) -> None:
 
 
 def sigmoid_focal_loss(
-    logits: Tensor,
-    targets: Tensor,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    reduction: str = "none",
+    logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"
 ) -> Tensor:
     """Sigmoid focal loss (Lin et al. 2017): ``α_t (1 - p_t)^γ · BCE(logits, targets)``.
 
@@ -129,11 +125,7 @@ def quality_focal_loss(logits: Tensor, quality: Tensor, beta: float = 2.0, reduc
 
 
 def varifocal_loss(
-    logits: Tensor,
-    quality: Tensor,
-    alpha: float = 0.75,
-    gamma: float = 2.0,
-    reduction: str = "none",
+    logits: Tensor, quality: Tensor, alpha: float = 0.75, gamma: float = 2.0, reduction: str = "none"
 ) -> Tensor:
     """Varifocal loss (Zhang et al. 2021, VarifocalNet): asymmetric weighting of ``BCE(x, q)``.
 

@@ -9,19 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detopt import losses as L
 from detopt.anchors.generator import anchor_points
 from detopt.assign import IGNORE, Assigner, build_assigner
 from detopt.errors import DetoptInputError
-from detopt.losses import (
-    ciou_loss,
-    diou_loss,
-    distribution_focal_loss,
-    giou_loss,
-    iou_loss,
-    quality_focal_loss,
-    sigmoid_focal_loss,
-    varifocal_loss,
-)
 from detopt.models.heads import decode_outputs
 from detopt.registry import Registry
 
@@ -32,15 +23,15 @@ BoxLoss = Callable[[Tensor, Tensor], Tensor]
 
 CLS_LOSSES: Registry[ClsLoss] = Registry("classification loss")
 CLS_LOSSES.add("bce", lambda x, t, reduction: F.binary_cross_entropy_with_logits(x, t, reduction=reduction))
-CLS_LOSSES.add("focal", lambda x, t, reduction: sigmoid_focal_loss(x, t, reduction=reduction))
-CLS_LOSSES.add("vfl", lambda x, t, reduction: varifocal_loss(x, t, reduction=reduction))
-CLS_LOSSES.add("qfl", lambda x, t, reduction: quality_focal_loss(x, t, reduction=reduction))
+CLS_LOSSES.add("focal", lambda x, t, reduction: L.sigmoid_focal_loss(x, t, reduction=reduction))
+CLS_LOSSES.add("vfl", lambda x, t, reduction: L.varifocal_loss(x, t, reduction=reduction))
+CLS_LOSSES.add("qfl", lambda x, t, reduction: L.quality_focal_loss(x, t, reduction=reduction))
 
 BOX_LOSSES: Registry[BoxLoss] = Registry("box loss")
-BOX_LOSSES.add("ciou", ciou_loss)
-BOX_LOSSES.add("diou", diou_loss)
-BOX_LOSSES.add("giou", giou_loss)
-BOX_LOSSES.add("iou", iou_loss)
+BOX_LOSSES.add("ciou", L.ciou_loss)
+BOX_LOSSES.add("diou", L.diou_loss)
+BOX_LOSSES.add("giou", L.giou_loss)
+BOX_LOSSES.add("iou", L.iou_loss)
 
 
 def pad_targets(
@@ -162,7 +153,7 @@ class DetectionCriterion:
             stride = d.anchors.strides[None].expand(b, -1)[fg][:, None]
             tb = res.target_boxes[fg]
             ltrb = torch.cat((pts - tb[:, :2], tb[:, 2:] - pts), -1) / stride  # [P, 4]
-            dfl = distribution_focal_loss(d.box_logits[fg].reshape(-1, self.reg_max), ltrb.reshape(-1))
+            dfl = L.distribution_focal_loss(d.box_logits[fg].reshape(-1, self.reg_max), ltrb.reshape(-1))
             loss_dfl = (dfl.reshape(-1, 4).mean(-1) * weight).sum() / norm
         else:
             loss_box = loss_dfl = d.boxes.sum() * 0.0

@@ -13,15 +13,8 @@ import torch
 from torch import Tensor
 
 from detopt.errors import DetoptInputError
+from detopt.ops import iou_terms as terms
 from detopt.ops._array import ArrayLike, check_boxes, is_tensor, to_torch
-from detopt.ops.iou_terms import (
-    aspect_term,
-    box_wh,
-    center_distance_ratio,
-    ciou_alpha,
-    giou_penalty,
-    inter_union_iou,
-)
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -66,7 +59,7 @@ def box_area(boxes: ArrayLike) -> ArrayLike:
     """Area of ``boxes: [N, 4] xyxy`` -> ``[N]``; inverted boxes have area 0."""
     boxes = check_boxes(boxes)
     t = _as_float_tensor(boxes)
-    w, h = box_wh(t)
+    w, h = terms.box_wh(t)
     return _back(w * h, boxes)
 
 
@@ -96,7 +89,7 @@ def _pair(boxes1: ArrayLike, boxes2: ArrayLike) -> tuple[Tensor, Tensor]:
 
 def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Pairwise intersection, union and IoU of ``a: [N, 4]`` and ``b: [M, 4]`` -> ``[N, M]`` each."""
-    return inter_union_iou(a[:, None], b[None])
+    return terms.inter_union_iou(a[:, None], b[None])
 
 
 def box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
@@ -112,14 +105,14 @@ def generalized_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     """
     a, b = _pair(boxes1, boxes2)
     _, union, iou = _inter_union(a, b)
-    return _back(iou - giou_penalty(a[:, None], b[None], union), boxes1)
+    return _back(iou - terms.giou_penalty(a[:, None], b[None], union), boxes1)
 
 
 def distance_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     """DIoU (Zheng et al. 2020): ``IoU - d² / c²`` -> ``[N, M]``; penalty 0 where ``c = 0``."""
     a, b = _pair(boxes1, boxes2)
     iou = _inter_union(a, b)[2]
-    return _back(iou - center_distance_ratio(a[:, None], b[None]), boxes1)
+    return _back(iou - terms.center_distance_ratio(a[:, None], b[None]), boxes1)
 
 
 def complete_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
@@ -131,5 +124,5 @@ def complete_box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> ArrayLike:
     a, b = _pair(boxes1, boxes2)
     iou = _inter_union(a, b)[2]
     a, b = a[:, None], b[None]
-    v = aspect_term(a, b)
-    return _back(iou - center_distance_ratio(a, b) - ciou_alpha(iou, v) * v, boxes1)
+    v = terms.aspect_term(a, b)
+    return _back(iou - terms.center_distance_ratio(a, b) - terms.ciou_alpha(iou, v) * v, boxes1)

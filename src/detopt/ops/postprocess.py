@@ -19,15 +19,7 @@ from detopt.ops._array import (
     is_tensor,
     to_torch,
 )
-from detopt.ops.nms import (
-    batched_diou_nms,
-    batched_nms,
-    batched_soft_nms,
-    diou_nms,
-    matrix_nms,
-    nms,
-    soft_nms,
-)
+from detopt.ops.nms import greedy, matrix, soft
 from detopt.ops.wbf import fuse_clusters
 from detopt.registry import Registry
 from detopt.structures.detections import Detections
@@ -120,16 +112,16 @@ METHODS: Sequence[str] = _Names()
                  sweep=(0.5, 0.6, 0.65, 0.7, 0.75, 0.8),
                  extra_sweeps=(("hard NMS, class-agnostic", {"agnostic": True}, (0.5, 0.6, 0.7, 0.8)),))
 def _hard_nms(b, s, lab, *, iou_thr, score_thr, sigma, agnostic):
-    keep = nms(b, s, iou_thr) if agnostic else batched_nms(b, s, lab, iou_thr)
+    keep = greedy.nms(b, s, iou_thr) if agnostic else greedy.batched_nms(b, s, lab, iou_thr)
     return b[keep], s[keep], lab[keep]
 
 
 def _soft(kind: str):
     def suppress(b, s, lab, *, iou_thr, score_thr, sigma, agnostic):
         if agnostic:
-            keep, s = soft_nms(b, s, iou_thr, sigma, score_thr, kind)
+            keep, s = soft.soft_nms(b, s, iou_thr, sigma, score_thr, kind)
         else:
-            keep, s = batched_soft_nms(b, s, lab, iou_thr, sigma, score_thr, kind)
+            keep, s = soft.batched_soft_nms(b, s, lab, iou_thr, sigma, score_thr, kind)
         return b[keep], s, lab[keep]
 
     return suppress
@@ -143,14 +135,14 @@ register_method("soft_nms_gaussian", label="soft-NMS gaussian", knob="sigma", sw
 
 @register_method("diou_nms", label="DIoU-NMS", sweep=(0.5, 0.6, 0.7, 0.8))
 def _diou_nms(b, s, lab, *, iou_thr, score_thr, sigma, agnostic):
-    keep = diou_nms(b, s, iou_thr) if agnostic else batched_diou_nms(b, s, lab, iou_thr)
+    keep = greedy.diou_nms(b, s, iou_thr) if agnostic else greedy.batched_diou_nms(b, s, lab, iou_thr)
     return b[keep], s[keep], lab[keep]
 
 
 @register_method("matrix_nms", label="matrix NMS (gaussian)", group="matrix NMS", knob="sigma",
                  sweep=(0.5, 1.0, 2.0, 4.0), default_sigma=2.0)
 def _matrix_nms(b, s, lab, *, iou_thr, score_thr, sigma, agnostic):
-    new = matrix_nms(b, s, None if agnostic else lab, "gaussian", sigma)
+    new = matrix.matrix_nms(b, s, None if agnostic else lab, "gaussian", sigma)
     m = new > score_thr
     b, s, lab = b[m], new[m], lab[m]
     order = torch.sort(s, descending=True, stable=True).indices

@@ -123,6 +123,11 @@ def _rel(path: str | Path, root: Path) -> str:
     return Path(os.path.relpath(p, root)).as_posix() if p.is_absolute() else p.as_posix()
 
 
+def _figures(paths: dict[str, str], root: Path, **captions: str) -> list[str]:
+    """One :func:`figure` per ``key=caption``, in that order: the summary's figure ``paths[key]``."""
+    return [figure(_rel(paths[key], root), caption) for key, caption in captions.items()]
+
+
 # --------------------------------------------------------------------------- sections
 def _data_section(s: dict[str, Any], root: Path) -> str:
     st, va = s["stats"], s["validation"]
@@ -140,24 +145,19 @@ def _data_section(s: dict[str, Any], root: Path) -> str:
         f"images; COCO sizes: small {sizes['small']}, medium {sizes['medium']}, large {sizes['large']}; "
         f"imbalance ratio (most / least frequent class) {fmt(st['imbalance_ratio'], 2)}.</p>",
         table(("class", "instances", "images", "small", "medium", "large"), rows),
-        figure(
-            _rel(s["figures"]["samples"], root),
-            "Training images as the network sees them at evaluation (letterboxed, no augmentation) "
+        *_figures(
+            s["figures"],
+            root,
+            samples="Training images as the network sees them at evaluation (letterboxed, no augmentation) "
             "with their ground-truth boxes and class names.",
-        ),
-        figure(
-            _rel(s["figures"]["augmented"], root),
-            "The same kind of grid after the training augmentation (mosaic, random affine, HSV, "
+            augmented="The same kind of grid after the training augmentation (mosaic, random affine, HSV, "
             "flip): what the model is trained on. Every box must still fit its object.",
-        ),
-        figure(_rel(s["figures"]["classes"], root), "Instances per class over train + val (class balance)."),
-        figure(
-            _rel(s["figures"]["sizes"], root),
-            "Left: boxes per COCO size class (small < 32², medium < 96² px²). Right: histogram of "
+            classes="Instances per class over train + val (class balance).",
+            sizes="Left: boxes per COCO size class (small < 32², medium < 96² px²). Right: histogram of "
             "sqrt(box area) in pixels; dashed lines at 32 and 96 px.",
+            boxes_per_image="How many boxes each image has.",
+            aspect_ratios="Histogram of box aspect ratios, log2(w / h).",
         ),
-        figure(_rel(s["figures"]["boxes_per_image"], root), "How many boxes each image has."),
-        figure(_rel(s["figures"]["aspect_ratios"], root), "Histogram of box aspect ratios, log2(w / h)."),
     ]
     return "\n".join(parts)
 
@@ -181,8 +181,8 @@ def _anchor_section(s: dict[str, Any], root: Path) -> str:
             table(("method", "anchors w x h per level (small to large)"), anchors),
             figure(
                 _rel(s["figure"], root),
-                "Box sizes (w, h) of the training set (grey, log-log) and the anchors each method fits "
-                "(markers): IoU-distance k-means refined by evolution vs plain Euclidean k-means.",
+                "Box sizes (w, h) of the training set (grey, log-log) and the anchors each method "
+                "fits (markers): IoU-distance k-means refined by evolution vs plain Euclidean k-means.",
             ),
         ]
     )
@@ -218,8 +218,8 @@ def _training_section(s: dict[str, Any], root: Path) -> str:
             table(("setting", "value"), rows),
             figure(
                 _rel(s["figure"], root),
-                "Per epoch: training loss terms, learning rate, validation COCO AP of the EMA weights, and "
-                "training throughput (images / s, augmentation included).",
+                "Per epoch: training loss terms, learning rate, validation COCO AP of the EMA weights,"
+                " and training throughput (images / s, augmentation included).",
             ),
             f'<p class="note">Checkpoints and the resolved config are in '
             f"<code>{esc(_rel(s['run'], root))}/</code> (<code>last.pt</code>, <code>best.pt</code>, "
@@ -246,22 +246,17 @@ def _evaluation_section(s: dict[str, Any], root: Path) -> str:
                 ("class", *pc_keys, "gt", "detections"),
                 [(n, *row.values(), s["gt_per_class"][n], s["dt_per_class"][n]) for n, row in per.items()],
             ),
-            figure(
-                _rel(s["figures"]["pr_curve"], root),
-                "Precision against recall per class (thin) and averaged over classes (thick), at IoU 0.5 "
-                "and averaged over IoU 0.5:0.95 (COCO's interpolated precision).",
-            ),
-            figure(
-                _rel(s["figures"]["f1_curve"], root),
-                "F1 against the confidence threshold at IoU 0.5, per class and averaged; the dashed line "
-                "marks the confidence with the best mean F1 (used for the confusion matrix and the "
-                "drawings).",
-            ),
-            figure(
-                _rel(s["figures"]["confusion_matrix"], root),
-                f"Confusion matrix at IoU 0.5 and confidence {s['confidence']:.3f}, columns normalised: "
-                "which class the detections matched to each true class are given; the background row "
-                "holds missed objects, the background column false detections.",
+            *_figures(
+                s["figures"],
+                root,
+                pr_curve="Precision against recall per class (thin) and averaged over classes (thick), at "
+                "IoU 0.5 and averaged over IoU 0.5:0.95 (COCO's interpolated precision).",
+                f1_curve="F1 against the confidence threshold at IoU 0.5, per class and averaged; the "
+                "dashed line marks the confidence with the best mean F1 (used for the confusion matrix "
+                "and the drawings).",
+                confusion_matrix=f"Confusion matrix at IoU 0.5 and confidence {s['confidence']:.3f}, "
+                "columns normalised: which class the detections matched to each true class are given; "
+                "the background row holds missed objects, the background column false detections.",
             ),
         ]
     )
@@ -312,14 +307,13 @@ def _postprocess_section(s: dict[str, Any], root: Path) -> str:
             f"chosen on the even-numbered images, <b>{esc(h['chosen_on_even'])}</b> scores mAP50-95 "
             f"{h['chosen_map_odd']:.4f} on the odd-numbered ones, against {h['default_map_odd']:.4f} for the "
             f"default ({h['gain_odd']:+.4f}).</p>",
-            figure(
-                _rel(s["figures"]["tradeoff"], root),
-                "mAP50-95 on validation against suppression time per image for every setting studied "
-                "(one colour per method; the best of each method labelled).",
-            ),
-            figure(
-                _rel(s["figures"]["grid"], root),
-                "Hard NMS per class: mAP50-95 for each IoU threshold (rows) and score threshold (columns).",
+            *_figures(
+                s["figures"],
+                root,
+                tradeoff="mAP50-95 on validation against suppression time per image for every setting "
+                "studied (one colour per method; the best of each method labelled).",
+                grid="Hard NMS per class: mAP50-95 for each IoU threshold (rows) and score threshold "
+                "(columns).",
             ),
             f"<details><summary>All {len(full)} settings, best first</summary>",
             table(head, full, best=[0]),

@@ -155,18 +155,7 @@ def apply_setting(cands: Candidates, setting: Setting) -> tuple[list[Detections]
         cands.boxes, cands.scores, cands.labels, cands.metas, cands.orig_sizes, strict=True
     ):
         t = time.perf_counter()
-        d = postprocess(
-            b,
-            s,
-            lab,
-            method=setting.method,
-            score_thr=setting.score_thr,
-            iou_thr=setting.iou_thr,
-            max_det=setting.max_det,
-            agnostic=setting.agnostic,
-            sigma=setting.sigma,
-            pre_nms_topk=PRE_NMS_TOPK,
-        )
+        d = postprocess(b, s, lab, **asdict(setting), pre_nms_topk=PRE_NMS_TOPK)
         spent += time.perf_counter() - t
         out.append(to_original(d, meta, hw))
     return out, spent / max(len(cands), 1)

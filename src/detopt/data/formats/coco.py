@@ -43,8 +43,14 @@ def _hashable(v: Any) -> bool:
     return v is None or isinstance(v, (int, str, float))
 
 
+def _lookup(table: dict[Any, Any], key: Any) -> Any:
+    """``table.get(key)``, None also for an unhashable key (a list where an id belongs)."""
+    return table.get(key) if _hashable(key) else None
+
+
 def _image_path(images: dict[Any, dict], image_id: Any) -> Path | None:
-    return images[image_id]["path"] if _hashable(image_id) and image_id in images else None
+    rec = _lookup(images, image_id)
+    return None if rec is None else rec["path"]
 
 
 _STANDARD_SPLIT = re.compile(r"^(?:.*[_\-])?(train|val|valid|validation|test)(\d{4})?$")
@@ -329,10 +335,7 @@ def read_coco(
                 continue
             seen_ann.add(a["id"])
         iid = a.get("image_id")
-        try:
-            rec = images.get(iid)
-        except TypeError:
-            rec = None
+        rec = _lookup(images, iid)
         if rec is None:
             defects.append(
                 Defect("missing_image", path, None, f"{where}: image_id {iid!r} is not among the images")
@@ -340,10 +343,7 @@ def read_coco(
             continue
         img_path = rec["path"]
         cid = a.get("category_id")
-        try:
-            k = cat_index.get(cid)
-        except TypeError:
-            k = None
+        k = _lookup(cat_index, cid)
         if k is None:
             defects.append(
                 Defect(
