@@ -645,6 +645,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    """Post-training INT8: model-int8.onnx with post-processing inside, and the report."""
+    from detopt.compress import quantize
+    from detopt.config import QuantizeConfig, build_config
+
+    keep = args.keep_fp32
+    values = {
+        "weights": args.weights, "data": args.data, "out": args.out, "method": args.method,
+        "calib": args.calib, "calibrator": args.calibrator, "per_channel": args.per_channel,
+        "keep_fp32": keep if keep in ("auto", "none") else [k for k in keep.split(",") if k],
+        "target_drop": args.target_drop, "max_kept": args.max_kept, "search_images": args.search_images,
+        "imgsz": args.imgsz, "nms": args.nms, "score_thr": args.score_thr, "iou_thr": args.iou_thr,
+        "max_det": args.max_det, "val_split": args.split, "threads": args.threads, "seed": args.seed,
+        "images": _images_arg(args.images), "allow_outside_root": args.allow_outside_root,
+        "max_pixels": args.max_pixels, "skip_invalid": args.skip_invalid,
+    }
+    result = quantize(build_config(QuantizeConfig, values), on_progress=print)
+    print()
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {result.model_path}, {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}, "
+          f"{Path(args.out) / 'tradeoff.png'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The whole optimize loop on the embedded data set, ending in RUN/report.html."""
     from detopt.config import DemoConfig, build_config, parse_overrides
@@ -810,6 +834,52 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET, help="ONNX: rows per image")
     ex.add_argument("--agnostic", action="store_true", help="ONNX: suppress across classes")
     ex.add_argument("--opset", type=_int_at_least(18), help=f"ONNX opset (default {OPSET})")
+
+    from detopt.compress.quantization import CALIBRATORS
+
+    qu = _command(
+        sub,
+        "quantize",
+        _cmd_quantize,
+        help="INT8 post-training quantization to ONNX (NMS inside), with an accuracy / latency report",
+        description="Calibrate on training images, quantize the network to INT8 (QDQ; the box decode "
+        "and post-processing stay float), keep the most sensitive layers float until the mAP drop on "
+        "held-out training images is within --target-drop, and measure FP32 torch, FP32 ONNX Runtime "
+        "and INT8 on the validation split: OUT/model-int8.onnx, report.md, report.json, tradeoff.png.",
+    )
+    qu.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
+    qu.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
+    qu.add_argument("--out", required=True, help="output folder")
+    qu.add_argument("--method", default="ptq", choices=["ptq"], help="post-training static INT8 (default)")
+    qu.add_argument("--calib", type=_int_at_least(16), default=256,
+                    help="calibration images from the training split (default 256)")
+    qu.add_argument("--calibrator", default="minmax", choices=list(CALIBRATORS.names()),
+                    help="how activation ranges are chosen (default minmax)")
+    granularity = qu.add_mutually_exclusive_group()
+    granularity.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                             help="int8 weights per output channel (default)")
+    granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                             help="int8 weights per tensor")
+    qu.add_argument("--keep-fp32", default="auto", metavar="auto|none|LAYER,...",
+                    help="layers kept float: auto (search, default), none, or comma-separated names")
+    qu.add_argument("--target-drop", type=_unit_interval, default=0.01,
+                    help="mAP50-95 drop the auto search accepts (default 0.01)")
+    qu.add_argument("--max-kept", type=_int_at_least(0), default=8,
+                    help="most layers the auto search keeps float (default 8)")
+    qu.add_argument("--search-images", type=_int_at_least(8), default=128,
+                    help="training images (not calibration ones) the search scores on (default 128)")
+    qu.add_argument("--imgsz", type=_int_at_least(32), help="input side (default: the training size)")
+    qu.add_argument("--nms", default="nms", choices=list(ONNX_NMS.names()),
+                    help="post-processing inside the graph (default nms)")
+    qu.add_argument("--score-thr", "--conf", dest="score_thr", type=_unit_interval, default=0.25,
+                    help="the graph's default score threshold (an input; default 0.25)")
+    qu.add_argument("--iou-thr", "--iou", dest="iou_thr", type=_unit_interval, default=IOU_THRESHOLD,
+                    help=f"the graph's default IoU threshold (default {IOU_THRESHOLD})")
+    qu.add_argument("--max-det", type=_int_at_least(1), default=MAX_DET)
+    qu.add_argument("--split", default="val", help="the split the report scores (default val)")
+    qu.add_argument("--threads", type=_int_at_least(1), help="threads (default: torch's)")
+    qu.add_argument("--seed", type=int, default=0, help="draws calibration and search images")
+    _add_source_opts(qu)
 
     de = _command(
         sub, "demo", _cmd_demo,

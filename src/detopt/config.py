@@ -162,6 +162,58 @@ class DemoConfig(BaseModel):
         return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in base.items()}
 
 
+class QuantizeConfig(BaseModel):
+    """What ``detopt quantize`` uses (:func:`detopt.compress.quantize`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = Field(description="float weights: a checkpoint (.pt) or a safetensors export")
+    data: str = Field(description="the data set the weights were trained on (data.yaml, COCO json, VOC)")
+    out: str = Field(description="folder for model-int8.onnx, report.json, report.md, tradeoff.png")
+    method: Literal["ptq"] = "ptq"
+    calib: int = Field(256, ge=16, description="calibration images from the training split")
+    calibrator: str = Field("minmax", description="detopt.compress.quantization.CALIBRATORS")
+    per_channel: bool = Field(True, description="int8 weights per output channel (else per tensor)")
+    keep_fp32: Literal["auto", "none"] | list[str] = Field(
+        "auto", description="layers kept float: auto (search), none, or layer names")
+    target_drop: float = Field(0.01, ge=0, le=1, description="mAP50-95 drop the auto search accepts")
+    max_kept: int = Field(8, ge=0, description="most layers the auto search keeps float")
+    search_images: int = Field(128, ge=8, description="training images (not calibration ones) the "
+                                                       "sensitivity and the search score on")
+    imgsz: int | None = Field(None, ge=32, description="input side (default: the training size)")
+    nms: str = Field("nms", description="post-processing inside the graph (detopt.export.onnx_nms.ONNX_NMS)")
+    score_thr: float = Field(0.25, ge=0, le=1, description="the graph's default score threshold")
+    iou_thr: float = Field(IOU_THRESHOLD, ge=0, le=1)
+    max_det: int = Field(MAX_DET, ge=1)
+    val_split: str = "val"
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime and torch threads (default: torch's)")
+    seed: int = Field(0, description="draws the calibration and search images")
+    images: str | dict[str, str] | None = None
+    allow_outside_root: bool = False
+    max_pixels: int | None = Field(89_478_485, ge=1)
+    skip_invalid: bool = False
+
+    @field_validator("calibrator")
+    @classmethod
+    def _calibrator(cls, v: str) -> str:
+        from detopt.compress.quantization.graph import CALIBRATORS
+
+        try:
+            return CALIBRATORS.check(v, "calibrator")
+        except DetoptInputError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("nms")
+    @classmethod
+    def _nms(cls, v: str) -> str:
+        from detopt.export.onnx_nms import ONNX_NMS
+
+        try:
+            return ONNX_NMS.check(v, "nms")
+        except DetoptInputError as e:
+            raise ValueError(str(e)) from None
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["lr0=0.02", "amp=false"]`` -> ``{"lr0": 0.02, "amp": False}`` (YAML scalars)."""
     out: dict[str, Any] = {}

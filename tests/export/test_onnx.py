@@ -15,9 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detopt.cli import main
-from detopt.config import TrainConfig
 from detopt.data.dataset import dataset_from_source, make_loader
-from detopt.engine import Trainer
 from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptInputError
 from detopt.export.onnx_export import export_network, export_onnx, with_postprocess
@@ -106,11 +104,8 @@ def test_thresholds_are_inputs_with_defaults():
 
 # ------------------------------------------------------------------ a trained model
 @pytest.fixture(scope="module")
-def trained(synth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "run"
-    cfg = TrainConfig(data=str(synth_dir / "data.yaml"), out=str(out), model="yolo-p", imgsz=128, epochs=4,
-                      batch=8, workers=0, val=False, progress=False, seed=0)
-    Trainer(cfg).train()
+def trained(tiny_run):
+    out = tiny_run
     w = load_weights(out / "last.pt")
     net = export_network(w.model, 128, dynamic=True)
     return out, w, net

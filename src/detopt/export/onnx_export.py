@@ -58,13 +58,16 @@ def check_imgsz(imgsz: int, stride: int) -> None:
                                f"nearest valid sizes: {lo} or {hi}")
 
 
-def _export_network(model: nn.Module, imgsz: int, dynamic: bool, opset: int) -> onnx.ModelProto:
+def _export_network(model: nn.Module, imgsz: int, dynamic: bool, opset: int,
+                    dynamic_batch: bool = False) -> onnx.ModelProto:
     wrapper = DecodedDetector(model).eval()
     stride = int(model.max_stride)
-    x = torch.zeros(2 if dynamic else 1, 3, imgsz, imgsz)
+    x = torch.zeros(2 if dynamic or dynamic_batch else 1, 3, imgsz, imgsz)
     kwargs: dict[str, Any] = {}
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    if dynamic_batch and not dynamic:
+        kwargs["dynamic_shapes"] = ({0: batch},)
     if dynamic:
-        batch = torch.export.Dim("batch", min=1, max=1024)
         h = torch.export.Dim("h", min=1, max=MAX_SIDE // stride)
         w = torch.export.Dim("w", min=1, max=MAX_SIDE // stride)
         kwargs["dynamic_shapes"] = ({0: batch, 2: stride * h, 3: stride * w},)
@@ -146,10 +149,11 @@ def export_onnx(
 
 
 def export_network(model: nn.Module, imgsz: int, dynamic: bool = False,
-                   opset: int = OPSET) -> onnx.ModelProto:
-    """The network and its box decode as ONNX (``images -> boxes, scores``), not yet checked."""
+                   opset: int = OPSET, dynamic_batch: bool = False) -> onnx.ModelProto:
+    """The network and its box decode as ONNX (``images -> boxes, scores``), not yet checked.
+    ``dynamic``: batch, height and width symbolic; ``dynamic_batch``: the batch alone."""
     check_imgsz(imgsz, int(model.max_stride))
-    return _export_network(model.eval(), imgsz, dynamic, opset)
+    return _export_network(model.eval(), imgsz, dynamic, opset, dynamic_batch)
 
 
 def with_postprocess(
@@ -167,9 +171,11 @@ def with_postprocess(
     max_det: int,
     agnostic: bool,
     opset: int,
+    extra_meta: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """A copy of ``net`` (from :func:`export_network`) with the post-processing graph ``nms``
-    appended, the metadata written and the whole checked (full check, strict shape inference)."""
+    appended, the metadata written (``extra_meta`` added) and the whole checked (full check,
+    strict shape inference)."""
     out = onnx.ModelProto()
     out.CopyFrom(net)
     num_classes = len(names)
@@ -184,6 +190,7 @@ def with_postprocess(
         "letterbox": {"pad_value": PAD_VALUE, "centered": True, "input": "float32 [0, 1], BGR as decoded"},
         "nms": nms,
         "spec": dict(getattr(model, "spec", {})),
+        **(extra_meta or {}),
     }
     if nms != NO_NMS:
         spec = NmsSpec(max_det=max_det, pre_nms_topk=PRE_NMS_TOPK, agnostic=agnostic)
