@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_anchors.py
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_latency.py
+	$(PY) benchmarks/bench_quantize.py --quick
 	$(PY) benchmarks/bench_train.py
 
 lint: $(STAMP)

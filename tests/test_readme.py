@@ -102,3 +102,16 @@ def test_readme_onnx_commands_run(tmp_path):
     val = json.loads((tmp_path / "runs/val-o.json").read_text())
     assert val and all(r["score"] >= 0.001 for r in val)  # 5 decimals in the json
     assert len(list((tmp_path / "runs/pred-o").glob("*.png"))) > 0
+
+
+def test_readme_quantize_commands_run(tmp_path):
+    """The README's quantization block runs as written: an INT8 file, its report, val on it."""
+    import json
+
+    _run_bash_block("detopt quantize --weights runs/train-q/best.pt", tmp_path)
+    assert (tmp_path / "runs/int8-q/model-int8.onnx").is_file()
+    doc = json.loads((tmp_path / "runs/int8-q/report.json").read_text())
+    assert [v["name"] for v in doc["variants"]][:3] == ["FP32", "FP32", "INT8 PTQ"]
+    assert (tmp_path / "runs/int8-q/report.md").read_text().startswith("# INT8 quantization report")
+    qat = json.loads((tmp_path / "runs/int8-qat/report.json").read_text())
+    assert qat["variants"][-1]["name"] == "INT8 QAT"

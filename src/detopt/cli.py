@@ -646,10 +646,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    """Post-training INT8: model-int8.onnx with post-processing inside, and the report."""
+    """INT8 (PTQ, optionally QAT): model-int8.onnx with post-processing inside, and the report."""
     from detopt.compress import quantize
     from detopt.config import QuantizeConfig, build_config
 
+    if args.method == "ptq" and (args.time or args.epochs):
+        raise DetoptInputError("--time / --epochs: the QAT budget; add --method qat")
     keep = args.keep_fp32
     values = {
         "weights": args.weights, "data": args.data, "out": args.out, "method": args.method,
@@ -658,6 +660,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         "target_drop": args.target_drop, "max_kept": args.max_kept, "search_images": args.search_images,
         "imgsz": args.imgsz, "nms": args.nms, "score_thr": args.score_thr, "iou_thr": args.iou_thr,
         "max_det": args.max_det, "val_split": args.split, "threads": args.threads, "seed": args.seed,
+        "time": args.time, "epochs": args.epochs, "qat_lr": args.qat_lr, "batch": args.batch,
+        "workers": args.workers,
         "images": _images_arg(args.images), "allow_outside_root": args.allow_outside_root,
         "max_pixels": args.max_pixels, "skip_invalid": args.skip_invalid,
     }
@@ -850,7 +854,14 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
     qu.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
     qu.add_argument("--out", required=True, help="output folder")
-    qu.add_argument("--method", default="ptq", choices=["ptq"], help="post-training static INT8 (default)")
+    qu.add_argument("--method", default="ptq", choices=["ptq", "qat"],
+                    help="ptq: post-training static INT8 (default); qat: then quantization-aware fine-tuning")
+    qat_budget = qu.add_mutually_exclusive_group()
+    qat_budget.add_argument("--time", help="QAT budget (90s, 5m, 1h)")
+    qat_budget.add_argument("--epochs", type=_int_at_least(1), help="QAT epochs (default 2)")
+    qu.add_argument("--qat-lr", type=_positive_float, default=0.001, help="QAT learning rate (default 0.001)")
+    qu.add_argument("--batch", type=_int_at_least(1), default=16, help="QAT batch size (default 16)")
+    qu.add_argument("--workers", type=_int_at_least(0), default=2, help="QAT loader processes (default 2)")
     qu.add_argument("--calib", type=_int_at_least(16), default=256,
                     help="calibration images from the training split (default 256)")
     qu.add_argument("--calibrator", default="minmax", choices=list(CALIBRATORS.names()),

@@ -170,7 +170,7 @@ class QuantizeConfig(BaseModel):
     weights: str = Field(description="float weights: a checkpoint (.pt) or a safetensors export")
     data: str = Field(description="the data set the weights were trained on (data.yaml, COCO json, VOC)")
     out: str = Field(description="folder for model-int8.onnx, report.json, report.md, tradeoff.png")
-    method: Literal["ptq"] = "ptq"
+    method: Literal["ptq", "qat"] = Field("ptq", description="ptq; qat adds quantization-aware fine-tuning")
     calib: int = Field(256, ge=16, description="calibration images from the training split")
     calibrator: str = Field("minmax", description="detopt.compress.quantization.CALIBRATORS")
     per_channel: bool = Field(True, description="int8 weights per output channel (else per tensor)")
@@ -185,6 +185,11 @@ class QuantizeConfig(BaseModel):
     score_thr: float = Field(0.25, ge=0, le=1, description="the graph's default score threshold")
     iou_thr: float = Field(IOU_THRESHOLD, ge=0, le=1)
     max_det: int = Field(MAX_DET, ge=1)
+    time: float | None = Field(None, description="QAT budget in seconds (or 90s, 5m); default: epochs")
+    epochs: int | None = Field(None, ge=1, description="QAT epochs when no time is given (default 2)")
+    qat_lr: float = Field(0.001, gt=0, description="QAT learning rate (SGD, cosine to a tenth)")
+    batch: int = Field(16, ge=1, description="QAT batch size")
+    workers: int = Field(2, ge=0, description="QAT data loader processes")
     val_split: str = "val"
     threads: int | None = Field(None, ge=1, description="ONNX Runtime and torch threads (default: torch's)")
     seed: int = Field(0, description="draws the calibration and search images")
@@ -192,6 +197,11 @@ class QuantizeConfig(BaseModel):
     allow_outside_root: bool = False
     max_pixels: int | None = Field(89_478_485, ge=1)
     skip_invalid: bool = False
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
 
     @field_validator("calibrator")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "quantize":  # the pipeline imports the trainer's evaluation: loaded on first use
-        from detopt.compress.quantization.ptq import quantize
+        from detopt.compress.quantization.pipeline import quantize
 
         return quantize
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

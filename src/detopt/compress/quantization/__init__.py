@@ -1,8 +1,8 @@
 """INT8 quantization of trained detectors (``detopt quantize``): post-training static INT8 with
 ONNX Runtime's QDQ quantizer, layer sensitivity, a keep-float search, and a report.
 
-- :func:`quantize` (:mod:`.ptq`): the whole step, from float weights to ``model-int8.onnx`` and
-  ``report.{json,md}``.
+- :func:`quantize` (:mod:`.pipeline`): the whole step, from float weights to ``model-int8.onnx``
+  and ``report.{json,md}``; ``method="qat"`` adds quantization-aware fine-tuning (:mod:`.qat`).
 - :class:`GraphQuantizer` (:mod:`.graph`): one network graph quantized in its variants with
   ranges calibrated once; :data:`CALIBRATORS` the range methods.
 - :func:`layer_sensitivity` (:mod:`.sensitivity`): each layer's error quantized alone.
@@ -14,8 +14,8 @@ from typing import Any
 from detopt.compress.quantization.graph import CALIBRATORS, GraphQuantizer, conv_layers, is_quantized, sqnr_db
 
 _LAZY = {  # the pipeline imports the trainer's evaluation: loaded on first use
-    "QuantizeResult": "detopt.compress.quantization.ptq",
-    "quantize": "detopt.compress.quantization.ptq",
+    "QuantizeResult": "detopt.compress.quantization.pipeline",
+    "quantize": "detopt.compress.quantization.pipeline",
     "LayerError": "detopt.compress.quantization.sensitivity",
     "layer_sensitivity": "detopt.compress.quantization.sensitivity",
 }

@@ -1,0 +1,95 @@
+"""INT8 post-training quantization: accuracy, latency and size against FP32, side by side.
+
+Runs ``detopt.compress.quantize`` (ONNX Runtime static QDQ INT8, post-processing in the graph,
+keep-float search to ``--target-drop``) on trained weights once per calibration seed, and prints
+every variant of the report (FP32 torch eager, FP32 ONNX Runtime, INT8 PTQ, INT8 with kept float
+layers) and the issue's goals as ratios:
+
+- INT8 latency at batch 1 >= 1.8x ONNX Runtime FP32 and >= 4x torch eager FP32;
+- INT8 file <= 0.3x the FP32 ONNX file;
+- PTQ mAP50-95 drop <= 0.010 against FP32, for each seed.
+
+The weights the goals name: a yolo-n trained 10 minutes on the synthetic set at 320 px::
+
+    detopt data synth runs/shapes
+    detopt train --data runs/shapes/data.yaml --model yolo-n --imgsz 320 --time 10m nbs=16 \\
+        --out runs/yolo-n-10m
+    python benchmarks/bench_quantize.py --weights runs/yolo-n-10m/best.pt --data runs/shapes/data.yaml
+
+``--quick`` trains a tiny model for a minute instead (a smoke run, not the goals' figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from detopt.compress import quantize
+
+
+def _tiny(root: Path) -> tuple[Path, Path]:
+    data = root / "shapes-q"
+    run = root / "quick-q"
+    if not (data / "data.yaml").is_file():
+        subprocess.run([sys.executable, "-m", "detopt", "data", "synth", str(data), "--train", "300",
+                        "--val", "60", "--imgsz", "160", "--overwrite"], check=True)
+    if not (run / "best.pt").is_file():
+        subprocess.run([sys.executable, "-m", "detopt", "train", "--data", str(data / "data.yaml"), "--model",
+                        "yolo-p", "--imgsz", "160", "--time", "60s", "--out", str(run), "nbs=16"], check=True)
+    return run / "best.pt", data / "data.yaml"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", help="float weights (.pt); default with --quick: a tiny model trained here")
+    ap.add_argument("--data", help="the data set they were trained on")
+    ap.add_argument("--out", default="runs/bench-quantize")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="calibration sampling seeds")
+    ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--calibrator", default="minmax")
+    ap.add_argument("--target-drop", type=float, default=0.01)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        weights, data = _tiny(Path(args.out))
+        calib = min(args.calib, 64)
+    else:
+        if not (args.weights and args.data):
+            ap.error("--weights and --data (or --quick)")
+        weights, data, calib = Path(args.weights), Path(args.data), args.calib
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{args.threads} threads; weights {weights}; calibration {calib} images ({args.calibrator})")
+    goals = []
+    for seed in args.seeds:
+        out = Path(args.out) / f"seed{seed}"
+        r = quantize({"weights": str(weights), "data": str(data), "out": str(out), "calib": calib,
+                      "calibrator": args.calibrator, "target_drop": args.target_drop, "threads": args.threads,
+                      "seed": seed}, on_progress=lambda line: print("  " + line))
+        print(f"\nseed {seed}:")
+        print(f"{'model':34s} {'backend':12s} {'mAP50-95':>8s} {'mAP50':>7s} {'AP_s':>7s} {'p50 ms':>7s} "
+              f"{'p90 ms':>7s} {'img/s b8':>8s} {'MB':>6s}")
+        for v in r.variants:
+            size = f"{v.size_mb:6.2f}" if v.size_mb is not None else "     -"
+            print(f"{v.name:34s} {v.backend:12s} {v.map:8.4f} {v.map50:7.4f} {v.ap_small:7.4f} "
+                  f"{v.p50_ms:7.2f} {v.p90_ms:7.2f} {v.images_per_s_b8:8.1f} {size}")
+        torch_fp32, ort_fp32, full = r.variants[0], r.variants[1], r.variants[2]
+        final = r.variants[-1]
+        goals.append((seed, ort_fp32.p50_ms / full.p50_ms, torch_fp32.p50_ms / full.p50_ms,
+                      full.size_mb / ort_fp32.size_mb, ort_fp32.map - full.map, ort_fp32.map - final.map,
+                      len(r.kept_float), ort_fp32.p50_ms / final.p50_ms))
+    print("\ngoals (INT8 PTQ = every layer INT8; final = with the kept float layers):")
+    for seed, vs_ort, vs_torch, size, drop, drop_final, kept, final_speed in goals:
+        print(f"seed {seed}: INT8 {vs_ort:.2f}x ORT FP32 (>= 1.8), {vs_torch:.2f}x torch eager (>= 4), "
+              f"size {size:.2f}x (<= 0.3), mAP drop {drop:+.4f} (<= 0.010); final ({kept} float) drop "
+              f"{drop_final:+.4f}, {final_speed:.2f}x ORT FP32")
+
+
+if __name__ == "__main__":
+    main()
