@@ -7,7 +7,9 @@ layers) and the issue's goals as ratios:
 
 - INT8 latency at batch 1 >= 1.8x ONNX Runtime FP32 and >= 4x torch eager FP32;
 - INT8 file <= 0.3x the FP32 ONNX file;
-- PTQ mAP50-95 drop <= 0.010 against FP32, for each seed.
+- PTQ mAP50-95 drop <= 0.010 against FP32, for each seed;
+- with ``--qat 3m``: QAT drop <= 0.005, against the same fine-tuned weights in float (QAT trains
+  further, so against the starting weights its figure includes what that training gained).
 
 The weights the goals name: a yolo-n trained 10 minutes on the synthetic set at 320 px::
 
@@ -45,6 +47,34 @@ def _tiny(root: Path) -> tuple[Path, Path]:
     return run / "best.pt", data / "data.yaml"
 
 
+def _interleaved(weights: Path, data: Path, run: Path, threads: int, rounds: int = 7, reps: int = 15
+                 ) -> dict[str, float]:
+    """p50 ms at batch 1 of torch eager (network + post-processing), the FP32 ONNX file and the
+    INT8 file, measured in alternating rounds on one validation image."""
+    import numpy as np
+
+    from detopt.compress.quantization.pipeline import _onnx_runner, _torch_runner, letterboxed, time_calls
+    from detopt.data.dataset import dataset_from_source
+    from detopt.inference import load_weights
+    from detopt.models import Postprocessor
+
+    torch.set_num_threads(threads)
+    w = load_weights(weights)
+    model = w.model.float().eval()
+    imgsz = w.imgsz or 320
+    val, _ = dataset_from_source(data, "val", imgsz)
+    x = letterboxed(val, [0])
+    post = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=0.25)
+    runs = {"FP32 torch eager": _torch_runner(model, post),
+            "FP32 onnxruntime": _onnx_runner(run / "work/model-fp32.onnx", threads),
+            "INT8 onnxruntime": _onnx_runner(run / "model-int8.onnx", threads)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            times[k].extend(time_calls(lambda fn=fn: fn(x), reps, warmup=2).tolist())
+    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="float weights (.pt); default with --quick: a tiny model trained here")
@@ -56,6 +86,9 @@ def main() -> None:
     ap.add_argument("--target-drop", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--qat", metavar="TIME", help="also quantization-aware fine-tuning for TIME (e.g. 3m)")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the interleaved latency of files an earlier run wrote in --out")
     args = ap.parse_args()
     if args.quick:
         weights, data = _tiny(Path(args.out))
@@ -67,11 +100,12 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.threads} threads; weights {weights}; calibration {calib} images ({args.calibrator})")
     goals = []
-    for seed in args.seeds:
+    for seed in [] if args.latency_only else args.seeds:
         out = Path(args.out) / f"seed{seed}"
         r = quantize({"weights": str(weights), "data": str(data), "out": str(out), "calib": calib,
                       "calibrator": args.calibrator, "target_drop": args.target_drop, "threads": args.threads,
-                      "seed": seed}, on_progress=lambda line: print("  " + line))
+                      "seed": seed, **({"method": "qat", "time": args.qat} if args.qat else {})},
+                     on_progress=lambda line: print("  " + line))
         print(f"\nseed {seed}:")
         print(f"{'model':34s} {'backend':12s} {'mAP50-95':>8s} {'mAP50':>7s} {'AP_s':>7s} {'p50 ms':>7s} "
               f"{'p90 ms':>7s} {'img/s b8':>8s} {'MB':>6s}")
@@ -84,6 +118,18 @@ def main() -> None:
         goals.append((seed, ort_fp32.p50_ms / full.p50_ms, torch_fp32.p50_ms / full.p50_ms,
                       full.size_mb / ort_fp32.size_mb, ort_fp32.map - full.map, ort_fp32.map - final.map,
                       len(r.kept_float), ort_fp32.p50_ms / final.p50_ms))
+        tuned = next((v for v in r.variants if v.name == "FP32 after QAT fine-tuning"), None)
+        if tuned is not None:
+            print(f"QAT: INT8 QAT vs the same fine-tuned weights in float {final.map - tuned.map:+.4f} "
+                  f"(goal: drop <= 0.005); vs the starting FP32 weights {final.map - ort_fp32.map:+.4f}")
+    print("\ninterleaved latency (batch 1, p50 over rounds that alternate the models, so a slow spell of "
+          "the machine hits them alike):")
+    inter = _interleaved(weights, data, Path(args.out) / f"seed{args.seeds[0]}", args.threads)
+    for name, ms in inter.items():
+        print(f"  {name:28s} {ms:7.2f} ms")
+    ort_ms, int8_ms = inter["FP32 onnxruntime"], inter["INT8 onnxruntime"]
+    eager_ms = inter["FP32 torch eager"]
+    print(f"  INT8 {ort_ms / int8_ms:.2f}x ORT FP32 (>= 1.8), {eager_ms / int8_ms:.2f}x torch eager (>= 4)")
     print("\ngoals (INT8 PTQ = every layer INT8; final = with the kept float layers):")
     for seed, vs_ort, vs_torch, size, drop, drop_final, kept, final_speed in goals:
         print(f"seed {seed}: INT8 {vs_ort:.2f}x ORT FP32 (>= 1.8), {vs_torch:.2f}x torch eager (>= 4), "

@@ -128,7 +128,7 @@ def test_qat_runs_through_the_trainer_and_exports(tiny_run, synth_dir, tmp_path)
                   "out": str(tmp_path), "method": "qat", "epochs": 1, "calib": 16, "search_images": 8,
                   "keep_fp32": "none", "threads": 1, "workers": 0, "batch": 8})
     names = [v.name for v in r.variants]
-    assert names[-1] == "INT8 QAT" and "INT8 PTQ" in names
+    assert names[-1] == "INT8 QAT" and "INT8 PTQ" in names and "FP32 after QAT fine-tuning" in names
     proto = onnx.load(str(r.model_path))
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert meta["quantization"]["method"] == "qat"
@@ -136,3 +136,29 @@ def test_qat_runs_through_the_trainer_and_exports(tiny_run, synth_dir, tmp_path)
     assert (tmp_path / "work/qat/last.pt").is_file()  # the fine-tuning ran through the trainer
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["variants"][-1]["name"] == "INT8 QAT"
+
+
+@pytest.mark.parametrize(("calibrator", "per_channel"), [("entropy", True), ("percentile", True),
+                                                         ("minmax", False)])
+def test_every_calibrator_and_per_tensor_weights(calibrator, per_channel):
+    """Each registered range method calibrates; per-tensor weights get one scale; the rounding of
+    the weights is the closed form for that scale."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    x = rng.uniform(-1, 2, size=(8, 3, 8, 8)).astype(np.float32)
+    gq = GraphQuantizer(_one_conv_graph(w), x, calibrator=calibrator, per_channel=per_channel)
+    try:
+        q = gq.quantize()
+    finally:
+        gq.close()
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    by_out = {n.output[0]: n for n in q.graph.node}
+    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    wdq = by_out[conv.input[1]]
+    scale = inits[wdq.input[1]]
+    assert scale.shape == ((4,) if per_channel else ())
+    expected = np.abs(w).reshape(4, -1).max(1) / 127 if per_channel else np.abs(w).max() / 127
+    np.testing.assert_allclose(scale, expected, rtol=1e-6)
+    xdq = by_out[conv.input[0]]
+    xs = float(inits[xdq.input[1]])
+    assert 0 < xs <= (x.max() - min(x.min(), 0)) / 255 * (1 + 1e-6)  # within the min / max range
