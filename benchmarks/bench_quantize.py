@@ -47,13 +47,15 @@ def _tiny(root: Path) -> tuple[Path, Path]:
     return run / "best.pt", data / "data.yaml"
 
 
-def _interleaved(weights: Path, data: Path, run: Path, threads: int, rounds: int = 7, reps: int = 15
-                 ) -> dict[str, float]:
-    """p50 ms at batch 1 of torch eager (network + post-processing), the FP32 ONNX file and the
-    INT8 file, measured in alternating rounds on one validation image."""
-    import numpy as np
-
-    from detopt.compress.quantization.pipeline import _onnx_runner, _torch_runner, letterboxed, time_calls
+def _interleaved(weights: Path, data: Path, run: Path, threads: int) -> dict[str, float]:
+    """A second, longer measurement: p50 ms at batch 1 of torch eager (network + post-processing),
+    the FP32 ONNX file and the INT8 file, in 10 alternating rounds on one validation image."""
+    from detopt.compress.quantization.pipeline import (
+        _onnx_runner,
+        _torch_runner,
+        interleaved_latency,
+        letterboxed,
+    )
     from detopt.data.dataset import dataset_from_source
     from detopt.inference import load_weights
     from detopt.models import Postprocessor
@@ -61,18 +63,13 @@ def _interleaved(weights: Path, data: Path, run: Path, threads: int, rounds: int
     torch.set_num_threads(threads)
     w = load_weights(weights)
     model = w.model.float().eval()
-    imgsz = w.imgsz or 320
-    val, _ = dataset_from_source(data, "val", imgsz)
-    x = letterboxed(val, [0])
+    val, _ = dataset_from_source(data, "val", w.imgsz or 320)
     post = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=0.25)
     runs = {"FP32 torch eager": _torch_runner(model, post),
             "FP32 onnxruntime": _onnx_runner(run / "work/model-fp32.onnx", threads),
             "INT8 onnxruntime": _onnx_runner(run / "model-int8.onnx", threads)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for k, fn in runs.items():
-            times[k].extend(time_calls(lambda fn=fn: fn(x), reps, warmup=2).tolist())
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
+    times = interleaved_latency(list(runs.values()), letterboxed(val, range(8)), rounds=10, repeats=15)
+    return {k: t[0] for k, t in zip(runs, times, strict=True)}
 
 
 def main() -> None:

@@ -115,3 +115,12 @@ def test_readme_quantize_commands_run(tmp_path):
     assert (tmp_path / "runs/int8-q/report.md").read_text().startswith("# INT8 quantization report")
     qat = json.loads((tmp_path / "runs/int8-qat/report.json").read_text())
     assert qat["variants"][-1]["name"] == "INT8 QAT"
+
+
+def test_readme_distillation_commands_run(tmp_path):
+    """The README's distillation block runs as written and logs the KD terms."""
+    import csv
+
+    _run_bash_block("teacher=runs/teacher-k/best.pt", tmp_path)
+    rows = list(csv.DictReader((tmp_path / "runs/student-k/results.csv").open()))
+    assert float(rows[0]["train/kd_cls"]) > 0 and float(rows[-1]["train/kd_cls"]) == 0

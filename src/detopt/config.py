@@ -43,6 +43,19 @@ _REGISTRIES = {
 }
 
 
+class KDConfig(BaseModel):
+    """Distillation settings (``kd.cls=0.5`` on the command line); used when ``teacher`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cls: float = Field(1.0, ge=0, description="weight of the class-score KL")
+    ld: float = Field(1.0, ge=0, description="weight of localization distillation (DFL distributions)")
+    feat: float = Field(1.0, ge=0, description="weight of channel-wise distillation of the neck outputs")
+    temperature: float = Field(1.0, gt=0, description="temperature of the class and box terms")
+    feat_temperature: float = Field(1.0, gt=0, description="temperature of the feature term")
+    stop_epochs: int = Field(0, ge=0, description="train the last N epochs without the teacher")
+
+
 class TrainConfig(BaseModel):
     """Everything ``detopt train`` uses. Defaults: the recipe for short CPU budgets."""
 
@@ -97,6 +110,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
+    teacher: str | None = Field(None, description="weights of a teacher to distil from (.pt, .safetensors)")
+    kd: KDConfig = Field(default_factory=KDConfig)
     val: bool = True
     val_split: str = "val"
     val_every: int = Field(1, ge=1)
@@ -225,16 +240,24 @@ class QuantizeConfig(BaseModel):
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["lr0=0.02", "amp=false"]`` -> ``{"lr0": 0.02, "amp": False}`` (YAML scalars)."""
+    """``["lr0=0.02", "amp=false", "kd.cls=0.5"]`` -> ``{"lr0": 0.02, "amp": False, "kd": {"cls":
+    0.5}}`` (YAML scalars; a dotted key sets a key of a nested section)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise DetoptInputError(f"override {pair!r}: expected key=value")
         key, value = pair.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError as e:
             raise DetoptInputError(f"override {pair!r}: {e}") from None
+        *parents, leaf = key.strip().split(".")  # kd.cls=0.5 -> {"kd": {"cls": 0.5}}
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DetoptInputError(f"override {pair!r}: {part!r} is also given a value")
+        node[leaf] = parsed
     return out
 
 

@@ -25,6 +25,7 @@ from detopt.data.transforms.pipeline import Compose, default_pipeline
 from detopt.data.transforms.pipeline import build_pipeline as pipeline_from_config
 from detopt.engine.callbacks import run_hook
 from detopt.engine.checkpoint import atomic_save, load_checkpoint
+from detopt.engine.distill import Distiller, load_teacher
 from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer as make_optimizer
 from detopt.engine.optim import set_hyperparameters
@@ -104,6 +105,7 @@ class Trainer:
 
         self.train_set, self.val_set, self.names, self.category_ids = self.build_datasets()
         self.model = self.build_model()
+        self.distiller = self.build_distiller()
         self.criterion = self.build_criterion()
         self.postprocessor = self.build_postprocessor()
         total_batch = cfg.batch * self.world
@@ -184,6 +186,18 @@ class Trainer:
         cfg = self.cfg
         return create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
 
+    def build_distiller(self) -> Distiller | None:
+        """The teacher of ``cfg.teacher`` with the ``cfg.kd`` weights, or None (no distillation)."""
+        cfg = self.cfg
+        if cfg.teacher is None:
+            return None
+        teacher = load_teacher(cfg.teacher, self.names).to(self.device)
+        kd = cfg.kd
+        bf16 = cfg.amp and self.device.type == "cpu"  # as the student: autocast bf16 under amp
+        return Distiller(teacher, self.model, cfg.imgsz, cls_weight=kd.cls, ld_weight=kd.ld,
+                         feat_weight=kd.feat, temperature=kd.temperature,
+                         feat_temperature=kd.feat_temperature, bf16=bf16).to(self.device)
+
     def build_criterion(self) -> DetectionCriterion:
         """The loss: ``cfg.assigner`` with ``cfg.cls_loss`` / ``cfg.box_loss`` and the gains."""
         cfg = self.cfg
@@ -210,7 +224,10 @@ class Trainer:
         nominal batch (``cfg.nbs``) the accumulation reaches."""
         cfg = self.cfg
         weight_decay = cfg.weight_decay * (cfg.batch * self.world) * self.accumulate / cfg.nbs
-        return make_optimizer(self.model, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
+        trained: nn.Module = self.model
+        if self.distiller is not None and any(True for _ in self.distiller.adapters.parameters()):
+            trained = nn.ModuleList([self.model, self.distiller.adapters])  # the adapters learn too
+        return make_optimizer(trained, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
 
     def build_loader(self) -> DataLoader:
         """The training loader over ``self.sampler`` (the epoch's order is a function of the seed
@@ -260,6 +277,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
+        if self.distiller is not None and ckpt.get("distiller") is not None:
+            self.distiller.adapters.load_state_dict(ckpt["distiller"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -276,6 +295,7 @@ class Trainer:
             "epochs": self.epochs,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "distiller": self.distiller.adapters.state_dict() if self.distiller is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
@@ -298,6 +318,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def compute_loss(self, images: torch.Tensor, outputs: list[torch.Tensor], targets: dict[str, Any],
+                     epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The step's loss and its logged terms: the criterion's, plus the distillation terms
+        (``kd_cls``, ``kd_ld``, ``kd_feat``; zero in the last ``kd.stop_epochs`` epochs)."""
+        loss, items = self.criterion(outputs, targets)
+        if self.distiller is not None:
+            active = epoch < self.epochs - self.cfg.kd.stop_epochs
+            kd, kd_items = self.distiller.loss(images, outputs, active=active)
+            loss = loss + kd
+            items = {**items, **kd_items}
+        return loss, items
 
     def _finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
@@ -329,7 +361,7 @@ class Trainer:
         self._set_data_epoch(epoch)
         self.sampler.set_epoch(epoch)
         self.net.train()
-        sums = {"box": 0.0, "cls": 0.0, "dfl": 0.0}
+        sums: dict[str, float] = {}
         n_ok = 0
         consecutive = 0
         images_seen = 0
@@ -368,7 +400,7 @@ class Trainer:
             }
             with autocast(self.device, cfg.amp):
                 outputs = self.net(images)
-            loss, items = self.criterion(outputs, targets)
+            loss, items = self.compute_loss(images, outputs, targets, epoch)
             if not self._finite(loss):
                 self.bad_steps += 1
                 consecutive += 1
@@ -387,8 +419,8 @@ class Trainer:
                 self._optimizer_step()
                 last_step, pending = i, False
             n_ok += 1
-            for k in sums:
-                sums[k] += items[k]
+            for k, v in items.items():
+                sums[k] = sums.get(k, 0.0) + v
             images_seen += images.shape[0]
             if bar is not None:
                 dt = time.perf_counter() - t0

@@ -179,13 +179,21 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> np.ndarr
     return out
 
 
-def latency(run: Callable[[np.ndarray], Any], images: np.ndarray, repeats: int) -> tuple[float, float, float]:
-    """``(p50 ms, p90 ms)`` at batch 1 on ``images[0]`` and images / s at batch 8 (``images[:8]``)."""
+def interleaved_latency(runs: Sequence[Callable[[np.ndarray], Any]], images: np.ndarray, rounds: int = 6,
+                        repeats: int = 10) -> list[tuple[float, float, float]]:
+    """Per runner ``(p50 ms, p90 ms)`` at batch 1 on ``images[0]`` and images / s at batch 8
+    (``images[:8]``, repeated when fewer), measured in ``rounds`` that alternate the runners, so a
+    slow spell of a shared machine falls on all of them alike."""
     one = images[:1]
     eight = np.concatenate([images] * (8 // len(images) + 1))[:8]
-    t1 = time_calls(lambda: run(one), repeats)
-    t8 = time_calls(lambda: run(eight), max(3, repeats // 4))
-    return float(np.percentile(t1, 50) * 1e3), float(np.percentile(t1, 90) * 1e3), 8 / float(np.median(t8))
+    t1: list[list[float]] = [[] for _ in runs]
+    t8: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            t1[i].extend(time_calls(lambda run=run: run(one), repeats, warmup=1).tolist())
+            t8[i].extend(time_calls(lambda run=run: run(eight), max(1, repeats // 5), warmup=0).tolist())
+    return [(float(np.percentile(a, 50) * 1e3), float(np.percentile(a, 90) * 1e3), 8 / float(np.median(b)))
+            for a, b in zip(t1, t8, strict=True)]
 
 
 def _torch_runner(model: torch.nn.Module, postprocessor) -> Callable[[np.ndarray], Any]:
@@ -355,21 +363,21 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
                              iou_thr=cfg.iou_thr, max_det=cfg.max_det)
         eval_post = Postprocessor(model.strides, model.reg_max, method="nms", score_thr=SCORE_THRESHOLD,
                                   iou_thr=cfg.iou_thr, max_det=cfg.max_det)
-        variants = []
-        r = evaluate_detector(model, val, names, eval_post, "cpu", batch_size=8).result
-        variants.append(Variant("FP32", "torch eager", *_eval_stats(r),
-                                *latency(_torch_runner(model, post), sample, 30), None))
         rows = [("FP32", "onnxruntime", fp32_path, []), ("INT8 PTQ", "onnxruntime", full_path, [])]
         if kept:
             rows.append((f"INT8 PTQ, {len(kept)} layer(s) float", "onnxruntime", ptq_path, kept))
         if cfg.method == "qat":  # the tuned float weights: what QAT's own rounding costs is against them
             rows.append(("FP32 after QAT fine-tuning", "onnxruntime", tuned_fp32_path, []))
             rows.append(("INT8 QAT", "onnxruntime", model_path, []))
-        for name, backend, path, keep in rows:
-            say(f"measuring {name} ...")
-            r = evaluate_file(path, val, names, threads)
-            variants.append(Variant(name, backend, *_eval_stats(r), *latency(_onnx_runner(path, threads),
-                                    sample, 30), os.path.getsize(path) / 1e6, list(keep)))
+        say("scoring every variant on the validation split ...")
+        stats = [_eval_stats(evaluate_detector(model, val, names, eval_post, "cpu", batch_size=8).result)]
+        stats += [_eval_stats(evaluate_file(path, val, names, threads)) for _, _, path, _ in rows]
+        say("timing every variant (alternating rounds) ...")
+        runners = [_torch_runner(model, post)] + [_onnx_runner(path, threads) for _, _, path, _ in rows]
+        times = interleaved_latency(runners, sample)
+        variants = [Variant("FP32", "torch eager", *stats[0], *times[0], None)]
+        for (name, backend, path, keep), st, tm in zip(rows, stats[1:], times[1:], strict=True):
+            variants.append(Variant(name, backend, *st, *tm, os.path.getsize(path) / 1e6, list(keep)))
     finally:
         gq.close()
     settings = {**cfg.model_dump(mode="json"), "threads": threads, "imgsz": imgsz,

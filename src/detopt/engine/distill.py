@@ -1,0 +1,135 @@
+"""The trainer's side of knowledge distillation (``detopt train ... teacher=W``): the frozen
+teacher, forward hooks on both necks, the 1×1 adapters, and the weighted sum of the terms of
+:mod:`detopt.losses.distill` (see there for the definitions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from detopt.errors import DetoptInputError
+from detopt.losses.distill import channel_distill_loss, class_distill_loss, localization_distill_loss
+from detopt.models.heads import decode_outputs
+
+
+def load_teacher(path: str | Path, names: Sequence[str]) -> nn.Module:
+    """The teacher's float weights (a checkpoint's EMA, or a safetensors export), in eval mode;
+    one line when its classes are not the data set's."""
+    from detopt.engine.checkpoint import load_checkpoint, load_safetensors, model_from_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise DetoptInputError(f"teacher: {path}: no such file")
+    if path.suffix == ".safetensors":
+        model, t_names = load_safetensors(path)
+    elif path.suffix == ".pt":
+        ckpt = load_checkpoint(path)
+        model, t_names = model_from_checkpoint(ckpt), list(ckpt.get("names", []))
+    else:
+        raise DetoptInputError(f"teacher: {path}: expected a checkpoint (.pt) or a safetensors export "
+                               "(a quantized or ONNX model cannot teach)")
+    if list(t_names) != list(names):
+        raise DetoptInputError(f"teacher: {path}: its classes {list(t_names)[:6]} differ from the data "
+                               f"set's {list(names)[:6]}")
+    return model.float().eval()
+
+
+class _NeckTap:
+    """Keeps the neck's outputs of the last forward pass (a forward hook)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.feats: list[Tensor] = []
+        neck = getattr(model, "neck", None)
+        if neck is None:
+            raise DetoptInputError(f"{type(model).__name__} has no .neck: feature distillation needs one")
+        self.handle = neck.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, args: tuple, out: Sequence[Tensor]) -> None:
+        self.feats = list(out)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class Distiller(nn.Module):
+    """The teacher and the adapters; ``loss(images, student_outputs)`` after the student's forward.
+
+    Args:
+        teacher: a trained detopt detector (put in eval mode, frozen).
+        student: the model being trained (its neck is tapped for ``feat_weight > 0``).
+        imgsz: the training input size (to size the adapters).
+        cls_weight, ld_weight, feat_weight: weights of the three terms (0 switches a term off).
+        temperature: of the logit terms; ``feat_temperature`` of the feature term.
+        bf16: run the teacher under bf16 autocast.
+    Attributes:
+        adapters: one 1×1 conv (or identity) per neck level, trained with the student.
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, imgsz: int, cls_weight: float = 1.0,
+                 ld_weight: float = 1.0, feat_weight: float = 1.0, temperature: float = 1.0,
+                 feat_temperature: float = 1.0, bf16: bool = False) -> None:
+        super().__init__()
+        if teacher.reg_max != student.reg_max:
+            raise DetoptInputError(f"teacher reg_max {teacher.reg_max} != student reg_max {student.reg_max}")
+        if tuple(teacher.strides) != tuple(student.strides):
+            raise DetoptInputError(f"teacher strides {tuple(teacher.strides)} != student strides "
+                                   f"{tuple(student.strides)}")
+        self.teacher = [teacher.eval()]  # a list: not a submodule (not saved, not trained, not in .to())
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.weights = {"cls": cls_weight, "ld": ld_weight, "feat": feat_weight}
+        self.temperature, self.feat_temperature, self.bf16 = temperature, feat_temperature, bf16
+        self.student_tap = _NeckTap(student) if feat_weight > 0 else None
+        self.teacher_tap = _NeckTap(teacher) if feat_weight > 0 else None
+        adapters: list[nn.Module] = []
+        if feat_weight > 0:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, imgsz, imgsz, device=next(student.parameters()).device)
+                was = student.training
+                student.eval()
+                student(x)
+                student.train(was)
+                teacher(x.to(next(teacher.parameters()).device))
+            for s, t in zip(self.student_tap.feats, self.teacher_tap.feats, strict=True):
+                cs, ct = s.shape[1], t.shape[1]
+                adapters.append(nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1))
+        self.adapters = nn.ModuleList(adapters)
+
+    def loss(self, images: Tensor, student_outputs: Sequence[Tensor], active: bool = True
+             ) -> tuple[Tensor, dict[str, float]]:
+        """``(weighted KD loss × batch, {kd_cls, kd_ld, kd_feat})``; zeros when not ``active``."""
+        names = ("kd_cls", "kd_ld", "kd_feat")
+        zero = student_outputs[0].sum() * 0.0
+        if not active:
+            return zero, dict.fromkeys(names, 0.0)
+        teacher = self.teacher[0]
+        use_bf16 = self.bf16 and images.device.type == "cpu"
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            t_out = teacher(images)
+        t_out = [o.float() for o in t_out]
+        s_out = [o.float() for o in student_outputs]
+        sd = decode_outputs(s_out, teacher.strides, teacher.reg_max)
+        td = decode_outputs(t_out, teacher.strides, teacher.reg_max)
+        b = images.shape[0]
+        terms = {"kd_cls": zero, "kd_ld": zero, "kd_feat": zero}
+        if self.weights["cls"] > 0:
+            terms["kd_cls"] = class_distill_loss(sd.cls_logits, td.cls_logits, self.temperature).mean()
+        if self.weights["ld"] > 0:
+            w = torch.sigmoid(td.cls_logits).amax(-1)  # [B, A]: the teacher's confidence per location
+            ld = localization_distill_loss(sd.box_logits, td.box_logits, self.temperature)
+            terms["kd_ld"] = (ld * w).sum() / w.sum().clamp(min=1e-6)
+        if self.weights["feat"] > 0:
+            pairs = zip(self.adapters, self.student_tap.feats, self.teacher_tap.feats, strict=True)
+            per_level = [channel_distill_loss(adapt(s.float()), t.float(), self.feat_temperature).mean()
+                         for adapt, s, t in pairs]
+            terms["kd_feat"] = torch.stack(per_level).mean()
+        total = sum(self.weights[k.removeprefix("kd_")] * v for k, v in terms.items()) * b
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def close(self) -> None:
+        for tap in (self.student_tap, self.teacher_tap):
+            if tap is not None:
+                tap.remove()
