@@ -1,9 +1,8 @@
 """Quantization-aware fine-tuning: BatchNorm folding exact, the simulated rounding equal to ONNX
-Runtime's INT8 (weights and activations), and QAT running through the trainer to an INT8 file."""
+Runtime's INT8 (weights and activations), every calibrator. (QAT through the trainer to an INT8
+file: the pipeline run of test_quantization.py.)"""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import onnx
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from detopt.compress import quantize
 from detopt.compress.quantization.graph import GraphQuantizer
 from detopt.compress.quantization.qat import (
     FakeQuantConv2d,
@@ -121,21 +119,6 @@ def float_weights_tiny(tiny_run, synth_dir):
     ds, _ = dataset_from_source(synth_dir / "data.yaml", "train", 128)
     calib = np.stack([ds[i]["image"].numpy() for i in range(8)]).astype(np.float32) / 255
     return w.model, calib
-
-
-def test_qat_runs_through_the_trainer_and_exports(tiny_run, synth_dir, tmp_path):
-    r = quantize({"weights": str(tiny_run / "last.pt"), "data": str(synth_dir / "data.yaml"),
-                  "out": str(tmp_path), "method": "qat", "epochs": 1, "calib": 16, "search_images": 8,
-                  "keep_fp32": "none", "threads": 1, "workers": 0, "batch": 8})
-    names = [v.name for v in r.variants]
-    assert names[-1] == "INT8 QAT" and "INT8 PTQ" in names and "FP32 after QAT fine-tuning" in names
-    proto = onnx.load(str(r.model_path))
-    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    assert meta["quantization"]["method"] == "qat"
-    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
-    assert (tmp_path / "work/qat/last.pt").is_file()  # the fine-tuning ran through the trainer
-    doc = json.loads((tmp_path / "report.json").read_text())
-    assert doc["variants"][-1]["name"] == "INT8 QAT"
 
 
 @pytest.mark.parametrize(("calibrator", "per_channel"), [("entropy", True), ("percentile", True),

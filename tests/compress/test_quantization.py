@@ -151,7 +151,8 @@ def report(tiny_run, synth_dir, tmp_path_factory):
     lines: list[str] = []
     result = quantize({"weights": str(tiny_run / "last.pt"), "data": str(synth_dir / "data.yaml"),
                        "out": str(out), "calib": 16, "search_images": 8, "target_drop": 0.0, "max_kept": 2,
-                       "threads": 1}, on_progress=lines.append)
+                       "threads": 1, "method": "qat", "epochs": 1, "workers": 0, "batch": 8},
+                      on_progress=lines.append)
     return out, result, lines
 
 
@@ -175,15 +176,24 @@ def test_the_report_and_the_int8_file(report, synth_dir, capsys):
     assert [v["backend"] for v in doc["variants"][:2]] == ["torch eager", "onnxruntime"]
     for v in doc["variants"]:
         assert 0 <= v["map"] <= 1 and v["p50_ms"] > 0 and v["p90_ms"] >= v["p50_ms"]
-    sizes = [v["size_mb"] for v in doc["variants"][1:]]
-    assert max(sizes[1:]) < 0.4 * sizes[0]  # int8 weights: a quarter of the float file, plus the graph
+    fp32 = doc["variants"][1]["size_mb"]
+    int8 = [v["size_mb"] for v in doc["variants"] if v["name"].startswith("INT8")]
+    assert len(int8) >= 2 and max(int8) < 0.4 * fp32  # int8 weights: a quarter of the float file + graph
     md = (out / "report.md").read_text()
     assert "| INT8 PTQ |" in md and "Keep-float search" in md
     assert (out / "tradeoff.png").stat().st_size > 0
     proto = onnx.load(str(r.model_path))
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    assert meta["quantization"]["kept_float"] == r.kept_float
+    assert meta["quantization"]["method"] == "qat" and meta["quantization"]["kept_float"] == []
     assert meta["nms"] == "nms"
+    # QAT: it ran through the trainer, and the report separates its INT8 cost from its training
+    assert (out / "work/qat/last.pt").is_file()
+    assert names[-2:] == ["FP32 after QAT fine-tuning", "INT8 QAT"]
+    assert "QAT trains the weights further" in md
+    # the PTQ file with the kept float layers is the search's choice
+    ptq = onnx.load(str(out / "work/model-int8.onnx"))
+    ptq_meta = {p.key: json.loads(p.value) for p in ptq.metadata_props}
+    assert ptq_meta["quantization"]["kept_float"] == r.search_kept
     # `detopt val` runs the INT8 file: the same mAP the report states
     assert main(["val", "--weights", str(r.model_path), "--data", str(synth_dir / "data.yaml"),
                  "--batch", "4"]) == 0

@@ -80,7 +80,8 @@ class SearchStep:
 
 @dataclass
 class QuantizeResult:
-    """What :func:`quantize` wrote and measured (``report.json`` holds the same)."""
+    """What :func:`quantize` wrote and measured (``report.json`` holds the same). ``kept_float``:
+    the float layers of ``model_path``; ``search_kept``: those the PTQ search chose."""
 
     model_path: Path
     variants: list[Variant]
@@ -89,6 +90,7 @@ class QuantizeResult:
     kept_float: list[str]
     target_reached: bool
     settings: dict[str, Any]
+    search_kept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +98,7 @@ class QuantizeResult:
             "settings": self.settings,
             "variants": [asdict(v) for v in self.variants],
             "kept_float": self.kept_float,
+            "search_kept": self.search_kept,
             "target_reached": self.target_reached,
             "search": [asdict(s) for s in self.search],
             "sensitivity": [asdict(s) for s in self.sensitivity],
@@ -383,7 +386,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
     settings = {**cfg.model_dump(mode="json"), "threads": threads, "imgsz": imgsz,
                 "pad_value": PAD_VALUE, "onnxruntime": _ort_version(), "torch": torch.__version__}
     final_kept = [] if cfg.method == "qat" else kept
-    result = QuantizeResult(model_path, variants, steps, sens, final_kept, target_reached, settings)
+    result = QuantizeResult(model_path, variants, steps, sens, final_kept, target_reached, settings, kept)
     write_report(result, out)
     return result
 
