@@ -43,6 +43,16 @@ _REGISTRIES = {
 }
 
 
+def _check_registered(module: str, attr: str, value: str, key: str | None = None) -> str:
+    """``value`` checked against the registry ``module.attr`` (imported here: a config stays cheap
+    to load); its one-line error becomes the validation error."""
+    registry = getattr(importlib.import_module(module), attr)
+    try:
+        return registry.check(value, key)
+    except DetoptInputError as e:
+        raise ValueError(str(e)) from None
+
+
 class KDConfig(BaseModel):
     """Distillation settings (``kd.cls=0.5`` on the command line); used when ``teacher`` is set."""
 
@@ -132,13 +142,7 @@ class TrainConfig(BaseModel):
     @field_validator("nms", "cls_loss", "box_loss")
     @classmethod
     def _registered_name(cls, v: str, info: ValidationInfo) -> str:
-        """Checked against the family's registry (imported here: a config stays cheap to load)."""
-        module, attr = _REGISTRIES[info.field_name]
-        registry = getattr(importlib.import_module(module), attr)
-        try:
-            return registry.check(v)
-        except DetoptInputError as e:
-            raise ValueError(str(e)) from None
+        return _check_registered(*_REGISTRIES[info.field_name], v)
 
     @field_validator("assigner")
     @classmethod
@@ -218,25 +222,12 @@ class QuantizeConfig(BaseModel):
     def _time(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
 
-    @field_validator("calibrator")
+    @field_validator("calibrator", "nms")
     @classmethod
-    def _calibrator(cls, v: str) -> str:
-        from detopt.compress.quantization.graph import CALIBRATORS
-
-        try:
-            return CALIBRATORS.check(v, "calibrator")
-        except DetoptInputError as e:
-            raise ValueError(str(e)) from None
-
-    @field_validator("nms")
-    @classmethod
-    def _nms(cls, v: str) -> str:
-        from detopt.export.onnx_nms import ONNX_NMS
-
-        try:
-            return ONNX_NMS.check(v, "nms")
-        except DetoptInputError as e:
-            raise ValueError(str(e)) from None
+    def _registered_name(cls, v: str, info: ValidationInfo) -> str:
+        where = {"calibrator": ("detopt.compress.quantization.graph", "CALIBRATORS"),
+                 "nms": ("detopt.export.onnx_nms", "ONNX_NMS")}  # the methods ONNX graphs implement
+        return _check_registered(*where[info.field_name], v, info.field_name)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -63,6 +63,18 @@ def _one_conv_graph(weight: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
+def _quantized_conv(w: np.ndarray, x: np.ndarray, **options):
+    """The one-conv graph quantized by GraphQuantizer -> (initializers, producer of each tensor, conv)."""
+    gq = GraphQuantizer(_one_conv_graph(w), x, **options)
+    try:
+        q = gq.quantize()
+    finally:
+        gq.close()
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    by_out = {n.output[0]: n for n in q.graph.node}
+    return inits, by_out, next(n for n in q.graph.node if n.op_type == "Conv")
+
+
 @settings(max_examples=examples(6), deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), lo=st.floats(-3.0, 0.5), width=st.floats(0.5, 6.0))
 def test_simulated_rounding_is_onnxruntimes(seed, lo, width):
@@ -71,14 +83,7 @@ def test_simulated_rounding_is_onnxruntimes(seed, lo, width):
     rng = np.random.default_rng(seed)
     w = (rng.normal(size=(4, 3, 3, 3)) * rng.uniform(0.01, 2, size=(4, 1, 1, 1))).astype(np.float32)
     x = rng.uniform(lo, lo + width, size=(4, 3, 8, 8)).astype(np.float32)
-    gq = GraphQuantizer(_one_conv_graph(w), x)
-    try:
-        q = gq.quantize()
-    finally:
-        gq.close()
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
-    by_out = {n.output[0]: n for n in q.graph.node}
-    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    inits, by_out, conv = _quantized_conv(w, x)
     wdq = by_out[conv.input[1]]
     wq, ws = inits[wdq.input[0]], inits[wdq.input[1]]
     ort_w = wq.astype(np.float32) * ws.reshape(-1, 1, 1, 1)
@@ -129,14 +134,7 @@ def test_every_calibrator_and_per_tensor_weights(calibrator, per_channel):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
     x = rng.uniform(-1, 2, size=(8, 3, 8, 8)).astype(np.float32)
-    gq = GraphQuantizer(_one_conv_graph(w), x, calibrator=calibrator, per_channel=per_channel)
-    try:
-        q = gq.quantize()
-    finally:
-        gq.close()
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
-    by_out = {n.output[0]: n for n in q.graph.node}
-    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    inits, by_out, conv = _quantized_conv(w, x, calibrator=calibrator, per_channel=per_channel)
     wdq = by_out[conv.input[1]]
     scale = inits[wdq.input[1]]
     assert scale.shape == ((4,) if per_channel else ())

@@ -2,15 +2,9 @@
 ONNX with a report. Each step returns a model file and a report; fine-tuning goes through
 :mod:`detopt.engine`."""
 
-from typing import Any
+from detopt._lazy import lazy_names
 
-
-def __getattr__(name: str) -> Any:
-    if name == "quantize":  # the pipeline imports the trainer's evaluation: loaded on first use
-        from detopt.compress.quantization.pipeline import quantize
-
-        return quantize
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# the pipeline imports the trainer's evaluation: loaded on first use
+__getattr__ = lazy_names(__name__, {"quantize": "quantization.pipeline"})
 
 __all__ = ["quantize"]

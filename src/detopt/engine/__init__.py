@@ -6,8 +6,7 @@ needs) does not import the trainer.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detopt._lazy import lazy_names
 
 _WHERE = {
     "Callback": "callbacks",
@@ -32,10 +31,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"detopt.engine.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'detopt.engine' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

@@ -8,24 +8,12 @@ ONNX Runtime's QDQ quantizer, layer sensitivity, a keep-float search, and a repo
 - :func:`layer_sensitivity` (:mod:`.sensitivity`): each layer's error quantized alone.
 """
 
-import importlib
-from typing import Any
-
+from detopt._lazy import lazy_names
 from detopt.compress.quantization.graph import CALIBRATORS, GraphQuantizer, conv_layers, is_quantized, sqnr_db
 
-_LAZY = {  # the pipeline imports the trainer's evaluation: loaded on first use
-    "QuantizeResult": "detopt.compress.quantization.pipeline",
-    "quantize": "detopt.compress.quantization.pipeline",
-    "LayerError": "detopt.compress.quantization.sensitivity",
-    "layer_sensitivity": "detopt.compress.quantization.sensitivity",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# the pipeline imports the trainer's evaluation: loaded on first use
+__getattr__ = lazy_names(__name__, {"QuantizeResult": "pipeline", "quantize": "pipeline",
+                                    "LayerError": "sensitivity", "layer_sensitivity": "sensitivity"})
 
 __all__ = [
     "CALIBRATORS",
