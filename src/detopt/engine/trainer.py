@@ -361,7 +361,9 @@ class Trainer:
         self._set_data_epoch(epoch)
         self.sampler.set_epoch(epoch)
         self.net.train()
-        sums: dict[str, float] = {}
+        # every logged term from the start: an epoch of skipped steps still writes all columns
+        kd_terms = ("kd_cls", "kd_ld", "kd_feat") if self.distiller is not None else ()
+        sums = dict.fromkeys(("box", "cls", "dfl", *kd_terms), 0.0)
         n_ok = 0
         consecutive = 0
         images_seen = 0
