@@ -303,7 +303,8 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
     say(f"calibration: {len(calib_idx)} training images; search: {len(search_idx)} others; "
         f"report: {len(val)} {cfg.val_split} images; {threads} threads")
 
-    torch.set_num_threads(threads)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # torch's timings at the stated thread count; restored at the end
     net = export_network(model, imgsz, dynamic_batch=True)
     builder = _Builder(model, list(w.names), list(w.category_ids), cfg, imgsz)
     fp32_path = builder.write(net, work / "model-fp32.onnx", None)
@@ -383,6 +384,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
             variants.append(Variant(name, backend, *st, *tm, os.path.getsize(path) / 1e6, list(keep)))
     finally:
         gq.close()
+        torch.set_num_threads(prev_threads)
     settings = {**cfg.model_dump(mode="json"), "threads": threads, "imgsz": imgsz,
                 "pad_value": PAD_VALUE, "onnxruntime": _ort_version(), "torch": torch.__version__}
     final_kept = [] if cfg.method == "qat" else kept
