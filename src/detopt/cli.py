@@ -486,7 +486,7 @@ def _coco_iou(text: str) -> float:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train a detector (or resume a run) and print the final metrics."""
-    from detopt.config import TrainConfig, build_config, load_config, parse_overrides
+    from detopt.config import TrainConfig, build_config, parse_overrides, read_config_values
     from detopt.data.image_io import DEFAULT_MAX_PIXELS
     from detopt.engine import Trainer
 
@@ -508,7 +508,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
         print(f"resuming {args.resume} at epoch {trainer.start_epoch + 1}/{trainer.epochs}")
     else:
-        values = load_config(TrainConfig, args.config).model_dump() if args.config else {}
+        values = read_config_values(args.config) if args.config else {}  # only the keys it gives
         values |= flags | overrides
         if "data" not in values:
             raise DetoptInputError("train: --data is required (or --config with a data key, or --resume)")
@@ -520,6 +520,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{count_flops(m, trainer.cfg.imgsz) / 1e9:.2f} GFLOPs at {trainer.cfg.imgsz}; "
           f"{len(trainer.train_set)} training images, batch {trainer.cfg.batch} "
           f"x accumulate {trainer.accumulate}")
+    if trainer.adapted:
+        chosen = ", ".join(f"{k}={getattr(trainer.cfg, k)}" for k in trainer.adapted)
+        print(f"short-budget recipe: {chosen} (the reasons are in {trainer.out / 'config.yaml'}; "
+              "give a key to override it)")
     summary = trainer.train()
     if trainer.main:
         print(f"done: {summary['epochs']} epochs in {summary['elapsed']:.0f} s -> {summary['out']}")

@@ -100,6 +100,7 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.9999, ge=0, lt=1)
     ema_tau: float = Field(2000.0, gt=0)
     amp: bool = True
+    channels_last: bool = Field(True, description="NHWC weights and images in training (faster convs)")
     grad_clip: float = Field(10.0, gt=0)
     multi_scale: bool = False
     multi_scale_range: tuple[float, float] = (0.5, 1.5)
@@ -291,17 +292,29 @@ def build_config(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
         raise DetoptInputError("invalid config: " + "; ".join(msgs)) from None
 
 
-def save_config(cfg: BaseModel, path: str | Path) -> Path:
+def save_config(cfg: BaseModel, path: str | Path, notes: dict[str, str] | None = None) -> Path:
+    """Write every key of ``cfg`` as YAML; ``notes`` ({key: text}) become comments on the lines of
+    their top-level keys (``nbs: 16  # adapted: ...``), which reading the file ignores."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    lines = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).splitlines()
+    for i, line in enumerate(lines):
+        key = line.split(":", 1)[0]
+        if notes and key in notes and not line.startswith(" "):
+            lines[i] = f"{line}  # adapted: {notes[key]}"
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def load_config(cls: type[BaseModel], path: str | Path) -> BaseModel:
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The keys of a YAML config file, unvalidated (a command merges its flags in first)."""
     try:
         values = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise DetoptInputError(f"{path}: cannot read the config: {e}") from None
     if not isinstance(values, dict):
         raise DetoptInputError(f"{path}: expected a mapping of config keys")
-    return build_config(cls, values)
+    return values
+
+
+def load_config(cls: type[BaseModel], path: str | Path) -> BaseModel:
+    return build_config(cls, read_config_values(path))

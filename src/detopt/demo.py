@@ -206,6 +206,8 @@ def fit_anchors(run: Path, cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _train_config(run: Path, cfg: DemoConfig) -> TrainConfig:
+    from detopt.engine.recipe import adapt_to_budget
+
     r = cfg.resolved()
     values = {
         "data": str(run / "data" / "data.yaml"),
@@ -214,13 +216,13 @@ def _train_config(run: Path, cfg: DemoConfig) -> TrainConfig:
         "imgsz": cfg.imgsz,
         "time": r["minutes"] * 60.0,
         "batch": 16,
-        "nbs": 16,  # a short CPU budget: more optimizer steps beat a large nominal batch (see README)
         "workers": cfg.workers,
         "device": cfg.device,
         "seed": cfg.seed,
         "progress": sys.stderr.isatty(),
     } | dict(cfg.train)
-    return build_config(TrainConfig, values)
+    # the short-budget recipe (nbs, warmup, close-mosaic) fills the keys not given, as in `train`
+    return adapt_to_budget(build_config(TrainConfig, values))[0]
 
 
 _VOLATILE = ("out", "progress", "workers", "device", "data")  # keys that do not change the result

@@ -218,7 +218,7 @@ def test_bad_input_gets_one_line(tiny_run, synth_dir, tmp_path, capsys, report):
     # a data set whose classes differ from the weights'
     other = tmp_path / "other.yaml"
     text = (synth_dir / "data.yaml").read_text().replace("disc", "plate")
-    other.write_text(text.replace("path: .", f"path: {synth_dir}"))
+    other.write_text(f"path: {synth_dir}\n" + text)  # the copy elsewhere points at the data
     assert main([*base[:3], "--data", str(other), "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "differ from the weights'" in err[0]

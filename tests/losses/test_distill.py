@@ -130,7 +130,7 @@ def test_training_with_a_teacher_logs_each_term_and_stops_it_at_the_end(kd_run):
 def test_bad_teacher_and_keys_get_one_line(tiny_run, synth_dir, tmp_path):
     other = tmp_path / "other.yaml"
     text = (synth_dir / "data.yaml").read_text().replace("disc", "plate")
-    other.write_text(text.replace("path: .", f"path: {synth_dir}"))
+    other.write_text(f"path: {synth_dir}\n" + text)  # the copy elsewhere points at the data
     cfg = TrainConfig(data=str(other), out=str(tmp_path / "r"), model="yolo-p", imgsz=128, epochs=1, batch=8,
                       workers=0, val=False, progress=False, teacher=str(tiny_run / "last.pt"),
                       allow_outside_root=True)

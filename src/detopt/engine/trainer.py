@@ -30,6 +30,7 @@ from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer as make_optimizer
 from detopt.engine.optim import set_hyperparameters
 from detopt.engine.plan import EpochPlan
+from detopt.engine.recipe import adapt_to_budget
 from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptError, DetoptInputError
 from detopt.evaluation import STAT_NAMES
@@ -70,6 +71,53 @@ class EpochSampler(Sampler[int]):
         return math.ceil(self.n / self.world)
 
 
+class EpochKeys(Sampler[tuple[int, bool, int]]):
+    """The keys of one epoch for :class:`EpochItems`: ``(epoch, mixing, index)`` for each index of
+    ``sampler``. The epoch and the close-mosaic switch travel with every index, so loader workers
+    can persist across epochs (no start-up cost per epoch) and still augment as a function of
+    ``(seed, epoch, index)``. ``mixing`` is read as each key is drawn: a plan changed early in the
+    first epoch reaches the images not loaded yet."""
+
+    def __init__(self, sampler: EpochSampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+        self.mixing = True
+
+    def set_epoch(self, epoch: int, mixing: bool) -> None:
+        self.epoch, self.mixing = int(epoch), bool(mixing)
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, bool, int]]:
+        for i in self.sampler:
+            yield self.epoch, self.mixing, i
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """A training set read by :class:`EpochKeys`: item ``(epoch, mixing, i)`` is ``dataset[i]``
+    augmented for ``epoch``, with the mixing transforms on or off."""
+
+    def __init__(self, dataset: DetectionDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, bool, int]) -> dict[str, Any]:
+        epoch, mixing, i = key
+        self.dataset.epoch = epoch
+        if self.dataset.pipeline is not None:
+            self.dataset.pipeline.set_mixing(mixing)
+        return self.dataset[i]
+
+
+def _dense(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with row-major tensors (a channels_last model saves like any other)."""
+    return {k: v.contiguous() for k, v in state.items()}
+
+
 def _distributed() -> tuple[int, int, int]:
     """``(rank, world, local_rank)`` from the torchrun environment (``(0, 1, 0)`` without it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -96,6 +144,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Any] = (),
                  _resume: dict[str, Any] | None = None) -> None:
+        # a time budget adapts the keys the user did not give (engine.recipe); a resumed run keeps
+        # the values (and the reasons) of its first start
+        cfg, self.adapted = adapt_to_budget(cfg)
+        if _resume is not None:
+            self.adapted = dict(_resume.get("adapted") or {})
         self.cfg = cfg
         self.callbacks: list[Any] = list(callbacks)
         self.rank, self.world, self.device = self.setup_runtime()
@@ -119,6 +172,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, True, self.rank, self.world)
+        self.keys = EpochKeys(self.sampler)
         self.loader = self.build_loader()
         self.iters_per_epoch = len(self.loader)
         if self.iters_per_epoch == 0:
@@ -182,9 +236,11 @@ class Trainer:
         return train_set, val_set, names, category_ids
 
     def build_model(self) -> nn.Module:
-        """The registered model ``cfg.model`` for the data set's classes, on the device."""
+        """The registered model ``cfg.model`` for the data set's classes, on the device (NHWC
+        with ``cfg.channels_last``)."""
         cfg = self.cfg
-        return create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
+        model = create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
+        return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
     def build_distiller(self) -> Distiller | None:
         """The teacher of ``cfg.teacher`` with the ``cfg.kd`` weights, or None (no distillation)."""
@@ -230,18 +286,23 @@ class Trainer:
         return make_optimizer(trained, cfg.optimizer, cfg.lr0, cfg.momentum, weight_decay)
 
     def build_loader(self) -> DataLoader:
-        """The training loader over ``self.sampler`` (the epoch's order is a function of the seed
-        and the epoch, which exact resume needs)."""
+        """The training loader over ``self.keys`` (the epoch's order is a function of the seed
+        and the epoch, which exact resume needs; the epoch travels with each index, so the
+        workers persist across epochs and prefetch)."""
         cfg = self.cfg
         return DataLoader(
-            self.train_set,
+            EpochItems(self.train_set),
             batch_size=cfg.batch,
-            sampler=self.sampler,
+            sampler=self.keys,
             num_workers=cfg.workers,
             collate_fn=collate_detections,
             drop_last=len(self.sampler) >= cfg.batch,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=cfg.workers > 0,
+            prefetch_factor=4 if cfg.workers > 0 else None,
+            # the workers' base seed from a generator of its own: starting the persistent workers
+            # (once per process, so again after a resume) leaves torch's global RNG alone
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
 
     # ---------------------------------------------------------------- plan and callbacks
@@ -293,8 +354,9 @@ class Trainer:
         return {
             "epoch": epoch,
             "epochs": self.epochs,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "model": _dense(self.model.state_dict()),
+            "ema": ({**self.ema.state_dict(), "module": _dense(self.ema.module.state_dict())}
+                    if self.ema is not None else None),
             "distiller": self.distiller.adapters.state_dict() if self.distiller is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -307,6 +369,7 @@ class Trainer:
             "bad_steps": self.bad_steps,
             "elapsed": self.elapsed,
             "metrics": dict(self.metrics),
+            "adapted": dict(self.adapted),
         }
 
     # ---------------------------------------------------------------- loop
@@ -350,16 +413,18 @@ class Trainer:
             self._set_data_epoch(epoch)
 
     def _set_data_epoch(self, epoch: int) -> None:
-        """Seed the augmentation with the epoch; the plan decides whether mixing runs."""
+        """Seed the augmentation with the epoch; the plan decides whether mixing runs (for the
+        loader's keys and for reads of ``train_set`` in this process)."""
+        mixing = self.plan.mixing_on(epoch)
+        self.keys.set_epoch(epoch, mixing)
         self.train_set.set_epoch(epoch)
         if self.train_set.pipeline is not None:
-            self.train_set.pipeline.set_mixing(self.plan.mixing_on(epoch))
+            self.train_set.pipeline.set_mixing(mixing)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         nb = self.iters_per_epoch
         self._set_data_epoch(epoch)
-        self.sampler.set_epoch(epoch)
         self.net.train()
         # every logged term from the start: an epoch of skipped steps still writes all columns
         kd_terms = ("kd_cls", "kd_ld", "kd_feat") if self.distiller is not None else ()
@@ -394,6 +459,8 @@ class Trainer:
                     tuple(cfg.multi_scale_range),
                 )
                 images, boxes = resize_batch(images, boxes, size)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             targets = {
                 "boxes": boxes,
                 "labels": batch["labels"],
@@ -501,7 +568,7 @@ class Trainer:
         writer = None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
+            save_config(cfg, self.out / "config.yaml", notes=self.adapted)
             self._trim_results()
             if cfg.tensorboard:
                 try:

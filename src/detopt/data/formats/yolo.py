@@ -294,15 +294,22 @@ def label_line(label: int, box: list[float], width: int, height: int) -> str:
     return f"{label} {fmt(cx, 7)} {fmt(cy, 7)} {fmt(bw, 7)} {fmt(bh, 7)}\n"
 
 
+DATA_YAML_HEADER = (
+    "# no 'path' key: the root is the folder of this file, for detopt and for ultralytics\n"
+    "# (ultralytics resolves a relative 'path', even '.', against its working directory)\n"
+)
+
+
 def data_yaml_text(splits: list[str], names: list[str]) -> str:
-    """A ``data.yaml`` next to ``images/<split>`` folders."""
+    """A ``data.yaml`` next to ``images/<split>`` folders. It has no ``path`` key: ultralytics then
+    takes the yaml's own folder as the root (``check_det_dataset``), as detopt does, so the file
+    works from any working directory and the folder can move."""
     spec: dict[str, Any] = {
-        "path": ".",
         **{s: f"images/{s}" for s in splits},
         "nc": len(names),
         "names": dict(enumerate(names)),
     }
-    return yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
+    return DATA_YAML_HEADER + yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
 
 
 def write_yolo(ds: DatasetRecords, out: Path, mode: str) -> list[str]:

@@ -1,0 +1,124 @@
+"""The short-budget recipe (adapted defaults, recorded with their reasons, an explicit value
+always wins), persistent loader workers that still augment per epoch, and data.yaml files that
+ultralytics reads from any working directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from detopt.cli import main
+from detopt.config import TrainConfig, build_config, load_config
+from detopt.data.formats import read_dataset
+from detopt.engine import Trainer, load_checkpoint
+from detopt.engine.recipe import SHORT_BUDGET, adapt_to_budget
+from detopt.errors import DetoptInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(synth_dir, tmp_path, **kw) -> TrainConfig:
+    values = dict(data=str(synth_dir / "data.yaml"), out=str(tmp_path / "run"), model="yolo-p", imgsz=64,
+                  batch=8, workers=0, val=False, progress=False)
+    return TrainConfig(**(values | kw))
+
+
+def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_path):
+    plain = _cfg(synth_dir, tmp_path, epochs=3)
+    assert adapt_to_budget(plain) == (plain, {})  # no budget: the long-run defaults stay
+    short = _cfg(synth_dir, tmp_path, time=60)
+    adapted, reasons = adapt_to_budget(short)
+    assert set(reasons) == set(SHORT_BUDGET)
+    assert (adapted.nbs, adapted.warmup_epochs, adapted.close_mosaic) == (8, 1.0, 1)
+    untouched = set(TrainConfig.model_fields) - set(SHORT_BUDGET)
+    assert all(getattr(adapted, k) == getattr(short, k) for k in untouched)
+    assert adapt_to_budget(adapted) == (adapted, reasons)  # idempotent (the demo adapts first)
+    # an explicit value always wins, even when it equals the long-run default
+    mine, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, nbs=64, close_mosaic=10))
+    assert (mine.nbs, mine.close_mosaic, mine.warmup_epochs) == (64, 10, 1.0)
+    assert set(reasons) == {"warmup_epochs"}
+
+
+def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(synth_dir / "data.yaml"), "--out", str(out), "--model", "yolo-p",
+            "--imgsz", "64", "--batch", "8", "--workers", "0", "--time", "4s", "val=false", "progress=false"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "accumulate 1" in printed
+    assert "short-budget recipe: nbs=8, warmup_epochs=1.0, close_mosaic=1" in printed
+    text = (out / "config.yaml").read_text()
+    for key in SHORT_BUDGET:
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
+        assert "# adapted: short budget" in line, line
+    saved = load_config(TrainConfig, out / "config.yaml")  # the comments are only comments
+    assert (saved.nbs, saved.warmup_epochs, saved.close_mosaic, saved.time) == (8, 1.0, 1, 4.0)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["nbs"] == 8 and set(ckpt["adapted"]) == set(SHORT_BUDGET)
+
+    # resuming keeps the values and the reasons of the first start
+    resumed = Trainer.resume(out, epochs=ckpt["epochs"] + 1)
+    assert resumed.cfg.nbs == 8 and resumed.accumulate == 1 and set(resumed.adapted) == set(SHORT_BUDGET)
+    resumed.train()
+    assert "# adapted: short budget" in (out / "config.yaml").read_text()
+
+    # the user's own value, on the command line or in --config, is never replaced
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"nbs": 32, "close_mosaic": 0}))
+    assert main([*args[:4], str(tmp_path / "r2"), "--config", str(mine), *args[5:], "warmup_epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "accumulate 4" in printed and "short-budget recipe: nbs" not in printed
+    again = load_config(TrainConfig, tmp_path / "r2" / "config.yaml")
+    assert (again.nbs, again.close_mosaic, again.warmup_epochs) == (32, 0, 2.0)
+
+
+def test_persistent_workers_augment_each_epoch_as_the_main_process_does(synth_dir, tmp_path):
+    """The epoch and the close-mosaic switch reach workers that live across epochs: every image a
+    worker loads equals the same (epoch, index) built in this process."""
+    closing = {"epochs": 3, "close_mosaic": 1, "close_mosaic_max_fraction": 1.0}
+    trainer = Trainer(_cfg(synth_dir, tmp_path, workers=2, **closing))
+    assert trainer.loader.persistent_workers
+    reference = Trainer(_cfg(synth_dir, tmp_path, workers=0, **closing))
+    seen_mixing = []
+    for epoch in range(3):
+        trainer._set_data_epoch(epoch)
+        order = list(trainer.sampler)
+        got = [b["images"] for b in trainer.loader]
+        reference._set_data_epoch(epoch)
+        seen_mixing.append(reference.train_set.pipeline.mixing_on)
+        want = [reference.train_set[i]["image"] for i in order]
+        got = torch.cat(got)
+        assert torch.equal(got, torch.stack(want[: len(got)])), epoch
+    assert seen_mixing == [True, True, False]  # the last epoch without mosaic, in the workers too
+    first = trainer.loader._iterator
+    trainer._set_data_epoch(0)
+    next(iter(trainer.loader))
+    assert trainer.loader._iterator is first  # the same worker processes, not started again
+
+
+def test_data_yaml_has_no_path_and_reads_from_any_working_directory(synth_dir, tmp_path):
+    spec = yaml.safe_load((synth_dir / "data.yaml").read_text())
+    assert "path" not in spec and spec["train"] == "images/train"
+    # ultralytics' rule (check_det_dataset): no 'path' -> the yaml's own folder; detopt reads the
+    # same images from another working directory through a relative path to the yaml
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    rel = os.path.relpath(synth_dir / "data.yaml", moved)
+    code = ("from detopt.data.formats import read_dataset; import sys; "
+            f"ds, d, _ = read_dataset({rel!r}); print(len(ds.splits['train']), len(d))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    res = subprocess.run([sys.executable, "-c", code], cwd=moved, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ds, _, _ = read_dataset(synth_dir / "data.yaml")
+    assert res.stdout.split() == [str(len(ds.splits["train"])), "0"]
+
+
+def test_build_config_keeps_which_keys_were_given():
+    cfg = build_config(TrainConfig, {"data": "d", "time": "10m"})
+    assert cfg.model_fields_set == {"data", "time"}
+    with pytest.raises(DetoptInputError, match="nbs"):
+        build_config(TrainConfig, {"data": "d", "nbs": 0})
