@@ -3,16 +3,19 @@
 1. Throughput: one full training epoch over the synthetic train split (2 000 images) through the
    real loader (mosaic, affine, HSV, flip in 2 worker processes), per model and precision. The
    img/s is the trainer's own (images / wall time of the epoch, loader start-up included).
-2. ``--budget 10m``: train ``yolo-n`` with the short-budget recipe (``nbs=16``) for that long,
-   then evaluate the EMA weights of the last epoch on a held-out set the run never saw (the
-   synthetic generator with another seed; the run's own val split only picks ``best.pt``).
+2. ``--budget 10m``: the plain command ``detopt train --time 10m`` (the short-budget recipe of
+   ``detopt.engine.recipe`` fills the defaults) for each of ``--seeds``; the last epoch's EMA
+   weights scored on the run's val split and on 500 held-out images the run never saw (the
+   generator with another seed); mean and spread over the seeds. ``--compare`` also runs the
+   long-run defaults (``nbs=64``, warmup 3, close-mosaic 10) given explicitly.
 
 The peer, ultralytics YOLOv8n, cannot run on this machine (it imports torchvision, whose CPU
-build does not exist here), so its figure is the one measured in ``shared/docs/PEERS.md``
-(9.4 img/s, same machine, 320 px, batch 16). Its 10-minute mAP can be passed in with
-``--peer-map`` to print the ratio.
+build does not exist here), so its figures are the ones measured in ``shared/docs/PEERS.md``
+(9.4 img/s at 320 px / batch 16; mAP50-95 0.0625 after 10 minutes on the 2 000-image synthetic
+set), and the ratios divide by them.
 
-    python benchmarks/bench_train.py [--models yolo-n yolo-p] [--fp32] [--budget 10m] [--peer-map X]
+    python benchmarks/bench_train.py [--models yolo-n yolo-p] [--fp32] [--budget 10m]
+        [--seeds 0 1 2] [--compare] [--train-images 500] [--skip-throughput] [--data DIR]
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import tempfile
-import time
 from pathlib import Path
+
+import numpy as np
 
 from detopt.config import TrainConfig, parse_duration
 from detopt.data.dataset import dataset_from_source
@@ -31,6 +35,7 @@ from detopt.engine.checkpoint import load_checkpoint
 from detopt.models import Postprocessor, count_flops, count_parameters
 
 ULTRALYTICS_IMG_S = 9.4  # shared/docs/PEERS.md: YOLOv8n, 320 px, batch 16, this machine
+ULTRALYTICS_SYNTH_MAP = 0.0625  # PEERS.md: YOLOv8n, 10 min, `detopt data synth --train 2000 --val 300`
 
 
 def throughput(data: Path, out: Path, model: str, amp: bool) -> float:
@@ -48,7 +53,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["yolo-n", "yolo-p"])
     ap.add_argument("--fp32", action="store_true", help="also measure without bf16 autocast")
     ap.add_argument("--budget", help="also train for this long (e.g. 10m) and evaluate on held-out data")
-    ap.add_argument("--peer-map", type=float, help="ultralytics YOLOv8n mAP50-95 after the same budget")
+    ap.add_argument("--peer-map", type=float, default=ULTRALYTICS_SYNTH_MAP,
+                    help="ultralytics YOLOv8n mAP50-95 after the same budget (default: PEERS.md's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of --budget")
+    ap.add_argument("--compare", action="store_true", help="--budget: also the long-run defaults")
+    ap.add_argument("--train-images", type=int, default=2000, help="size of the generated train split")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the --budget runs")
     ap.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
 
@@ -57,7 +67,11 @@ def main() -> None:
         data = args.data
         if data is None:
             data = root / "synth"
-            write_synthetic(data, train=2000, val=300, imgsz=320, seed=0, workers=2, overwrite=True)
+            write_synthetic(data, train=args.train_images, val=300, imgsz=320, seed=0, workers=2,
+                            overwrite=True)
+        if args.skip_throughput:
+            budget_runs(args, data, root)
+            return
 
         print("training throughput, 320 px, batch 16, 2 loader workers, one epoch of 2000 images")
         print(f"{'model':<8} {'precision':<9} {'params':>8} {'GFLOPs@320':>10} {'img/s':>7} "
@@ -72,30 +86,48 @@ def main() -> None:
         print("(ultralytics: PEERS.md figure, it cannot run here; ratio = ours / ultralytics)")
 
         if args.budget:
-            seconds = parse_duration(args.budget)
-            held = root / "held-out"
-            write_synthetic(held, train=0, val=500, imgsz=320, seed=1, workers=2, overwrite=True)
-            run = root / "budget"
-            # the short-budget recipe: no accumulation (4x more optimizer steps than nbs=64);
-            # warmup and close-mosaic are capped at 10 % / 15 % of the run by default
-            cfg = TrainConfig(data=str(data / "data.yaml"), out=str(run), time=seconds, nbs=16,
-                              progress=False)
-            t0 = time.perf_counter()
-            summary = Trainer(cfg).train()
-            wall = time.perf_counter() - t0
-            ckpt = load_checkpoint(run / "last.pt")
-            model = model_from_checkpoint(ckpt)
-            ds, names = dataset_from_source(held / "data.yaml", "val", cfg.imgsz)
+            budget_runs(args, data, root)
+
+
+LONG_RUN = {"nbs": 64, "warmup_epochs": 3.0, "close_mosaic": 10}
+"""The config's plain defaults, given explicitly: the recipe a budget replaced."""
+
+
+def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
+    """Train with the plain command (``--time`` and nothing else) for each seed, evaluate on the
+    run's own val split and on held-out images; with ``--compare``, the long-run defaults too."""
+    seconds = parse_duration(args.budget)
+    held = root / "held-out"
+    write_synthetic(held, train=0, val=500, imgsz=320, seed=1, workers=2, overwrite=True)
+    held_set, held_names = dataset_from_source(held / "data.yaml", "val", 320)
+    recipes = {"adapted (plain command)": {}}
+    if args.compare:
+        recipes["long-run defaults (nbs=64 warmup 3 close-mosaic 10)"] = LONG_RUN
+    print(f"\n{args.budget} budget, yolo-n at 320 px, `detopt train --time {args.budget}` "
+          f"on {data}; seeds {args.seeds}")
+    for label, extra in recipes.items():
+        vals, helds = [], []
+        for seed in args.seeds:
+            run = root / f"budget-{'long' if extra else 'adapted'}-{seed}"
+            cfg = TrainConfig(data=str(data / "data.yaml"), out=str(run), time=seconds, seed=seed,
+                              progress=False, **extra)
+            trainer = Trainer(cfg)
+            summary = trainer.train()
+            val_map = summary["metrics"]["metrics/AP"]
+            model = model_from_checkpoint(load_checkpoint(run / "last.pt"))
             pp = Postprocessor(model.strides, model.reg_max, score_thr=0.001, iou_thr=0.7, max_det=300)
-            res, _, _ = evaluate_detector(model, ds, names, pp)
-            print(f"\n{args.budget} budget ({cfg.model}, short-budget recipe nbs=16): "
-                  f"{summary['epochs']} epochs, "
-                  f"{summary['elapsed']:.0f} s training + validation ({wall:.0f} s with setup)")
-            print(f"held-out ({len(ds)} images never seen): mAP50-95 {res.stats[0]:.4f}  "
-                  f"mAP50 {res.stats[1]:.4f}  AP_small {res.stats[3]:.4f}")
-            if args.peer_map:
-                print(f"ultralytics YOLOv8n (given): mAP50-95 {args.peer_map:.4f}; "
-                      f"ratio {res.stats[0] / args.peer_map:.1f}x")
+            res, _, _ = evaluate_detector(model, held_set, held_names, pp)
+            vals.append(val_map)
+            helds.append(res.stats[0])
+            print(f"  {label:<52} seed {seed}: {summary['epochs']:>2} epochs, "
+                  f"{summary['elapsed']:.0f} s, accumulate {trainer.accumulate}, "
+                  f"val mAP50-95 {val_map:.4f}, held-out {res.stats[0]:.4f}", flush=True)
+        v, h = np.array(vals), np.array(helds)
+        print(f"  {label:<52} mean val {v.mean():.4f} (spread {v.max() - v.min():.4f}), "
+              f"held-out {h.mean():.4f} (spread {h.max() - h.min():.4f})")
+        if args.peer_map:
+            print(f"  {'':<52} ultralytics YOLOv8n: {args.peer_map:.4f}; "
+                  f"ratio (val) {v.mean() / args.peer_map:.1f}x")
 
 
 if __name__ == "__main__":

@@ -649,6 +649,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    """Structured or unstructured pruning with fine-tuning: a run folder plus prune.json."""
+    from detopt.compress import prune
+    from detopt.config import PruneConfig, build_config
+
+    values = {
+        "weights": args.weights, "data": args.data, "out": args.out, "ratio": args.ratio,
+        "method": "unstructured" if args.unstructured else "structured", "importance": args.importance,
+        "global_rank": args.global_rank, "round_to": args.round_to, "steps": args.steps,
+        "finetune": args.finetune, "finetune_epochs": args.finetune_epochs, "teacher": args.teacher,
+        "lr0": args.lr0, "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers,
+        "seed": args.seed, "device": args.device, "latency": not args.no_latency, "threads": args.threads,
+        "val_split": args.split, "images": _images_arg(args.images),
+        "allow_outside_root": args.allow_outside_root, "max_pixels": args.max_pixels,
+        "skip_invalid": args.skip_invalid,
+    }
+    r = prune(build_config(PruneConfig, values), on_progress=print)
+    tuned = ("not fine-tuned" if r.map_after_finetune is None
+             else f"{r.map_after_finetune:.4f} after fine-tuning")
+    print(f"\n{r.method} pruning: {r.params_before / 1e6:.2f} -> {r.params_after / 1e6:.2f} M parameters, "
+          f"{r.gflops_before:.2f} -> {r.gflops_after:.2f} GFLOPs; mAP50-95 {r.map_before:.4f} before, "
+          f"{r.map_after_pruning:.4f} after pruning, {tuned}")
+    if r.latency:
+        lat = r.latency
+        print(f"latency (batch 1, p50): torch {lat['torch_before']['p50_ms']:.1f} -> "
+              f"{lat['torch_after']['p50_ms']:.1f} ms ({lat['torch_speedup']:.2f}x), ONNX Runtime "
+              f"{lat['ort_before']['p50_ms']:.1f} -> {lat['ort_after']['p50_ms']:.1f} ms "
+              f"({lat['ort_speedup']:.2f}x)")
+    for note in r.notes:
+        print(note)
+    print(f"wrote {Path(args.out) / 'best.pt'}, {Path(args.out) / 'prune.json'}")
+    return 0
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     """INT8 (PTQ, optionally QAT): model-int8.onnx with post-processing inside, and the report."""
     from detopt.compress import quantize
@@ -895,6 +929,52 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--threads", type=_int_at_least(1), help="threads (default: torch's)")
     qu.add_argument("--seed", type=int, default=0, help="draws calibration and search images")
     _add_source_opts(qu)
+
+    from detopt.compress.pruning.structured import IMPORTANCES
+
+    pr = _command(
+        sub,
+        "prune",
+        _cmd_prune,
+        help="structured (channels) or unstructured (weights) pruning with fine-tuning and a report",
+        description="Remove output channels across every coupled group (C2f split and concat, residual "
+        "adds, neck concats; the prediction convs stay whole) until --ratio of the FLOPs are gone, "
+        "fine-tune, and write a run folder OUT (best.pt loads alone: the widths are in its spec) with "
+        "OUT/prune.json (widths, parameters, GFLOPs, mAP before / after pruning / after fine-tuning, "
+        "latency). --unstructured zeroes the smallest --ratio of the conv weights instead.",
+    )
+    pr.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
+    pr.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
+    pr.add_argument("--out", required=True, help="the run folder to write")
+    pr.add_argument("--ratio", type=float, default=0.5,
+                    help="structured: share of FLOPs to remove; unstructured: sparsity (default 0.5)")
+    kind = pr.add_mutually_exclusive_group()
+    kind.add_argument("--structured", action="store_true", default=True, help="remove channels (default)")
+    kind.add_argument("--unstructured", action="store_true", help="zero weights (global magnitude)")
+    pr.add_argument("--importance", default="l1", choices=list(IMPORTANCES.names()),
+                    help="channel score (default l1)")
+    pr.add_argument("--global", dest="global_rank", action="store_true",
+                    help="rank channels over the whole model (default: the same ratio per layer)")
+    pr.add_argument("--round-to", type=_int_at_least(1), default=8,
+                    help="kept widths a multiple of (default 8)")
+    pr.add_argument("--steps", type=_int_at_least(1), default=1, help="prune in N steps, fine-tuning between")
+    budget = pr.add_mutually_exclusive_group()
+    budget.add_argument("--finetune", help="fine-tune budget over all steps (90s, 5m; default a quarter "
+                        "of the weights' training time)")
+    budget.add_argument("--finetune-epochs", type=_int_at_least(0),
+                        help="fine-tune epochs per step (0: none)")
+    pr.add_argument("--teacher", help="distil from these weights while fine-tuning (kd: see train)")
+    pr.add_argument("--lr0", type=_positive_float, default=0.002,
+                    help="fine-tune learning rate (default 0.002)")
+    pr.add_argument("--imgsz", type=_int_at_least(32), help="input side (default: the training size)")
+    pr.add_argument("--batch", type=_int_at_least(1), default=16)
+    pr.add_argument("--workers", type=_int_at_least(0), default=2)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--split", default="val", help="the split mAP is measured on (default val)")
+    pr.add_argument("--threads", type=_int_at_least(1), help="latency threads (default: torch's)")
+    pr.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    _add_source_opts(pr)
 
     de = _command(
         sub, "demo", _cmd_demo,

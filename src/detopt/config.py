@@ -231,6 +231,51 @@ class QuantizeConfig(BaseModel):
         return _check_registered(*where[info.field_name], v, info.field_name)
 
 
+class PruneConfig(BaseModel):
+    """What ``detopt prune`` uses (:func:`detopt.compress.prune`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = Field(description="float weights: a checkpoint (.pt) or a safetensors export")
+    data: str = Field(description="the data set the weights were trained on")
+    out: str = Field(description="the run folder: best.pt, last.pt, results.csv, config.yaml, prune.json")
+    ratio: float = Field(0.5, gt=0, lt=1, description="structured: share of FLOPs to remove; "
+                                                        "unstructured: share of conv weights set to 0")
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: str = Field("l1", description="detopt.compress.pruning.structured.IMPORTANCES")
+    global_rank: bool = Field(False, description="rank channels over the whole model (else per layer)")
+    round_to: int = Field(8, ge=1, description="kept channels per layer: a multiple of this")
+    steps: int = Field(1, ge=1, description="prune in this many steps, fine-tuning after each")
+    finetune: float | None = Field(None, description="fine-tune budget in seconds (or 5m) over all steps; "
+                                                      "default a quarter of the weights' training time")
+    finetune_epochs: int | None = Field(None, ge=0, description="fine-tune epochs per step instead of a time")
+    teacher: str | None = Field(None, description="distil from these weights while fine-tuning")
+    lr0: float = Field(0.002, gt=0, description="fine-tune learning rate (no warmup)")
+    taylor_batches: int = Field(8, ge=1, description="training batches the taylor importance sums")
+    imgsz: int | None = Field(None, ge=32, description="default: the training size")
+    batch: int = Field(16, ge=1)
+    workers: int = Field(2, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    latency: bool = Field(True, description="time torch and ONNX Runtime before / after")
+    threads: int | None = Field(None, ge=1, description="latency threads (default: torch's)")
+    val_split: str = "val"
+    images: str | dict[str, str] | None = None
+    allow_outside_root: bool = False
+    max_pixels: int | None = Field(89_478_485, ge=1)
+    skip_invalid: bool = False
+
+    @field_validator("finetune", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("importance")
+    @classmethod
+    def _registered_name(cls, v: str) -> str:
+        return _check_registered("detopt.compress.pruning.structured", "IMPORTANCES", v, "importance")
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["lr0=0.02", "amp=false", "kd.cls=0.5"]`` -> ``{"lr0": 0.02, "amp": False, "kd": {"cls":
     0.5}}`` (YAML scalars; a dotted key sets a key of a nested section)."""

@@ -24,6 +24,7 @@ _WHERE = {
     "lr_factor": "schedules",
     "DetoptTrainingError": "trainer",
     "EpochSampler": "trainer",
+    "ModelTrainer": "trainer",
     "Trainer": "trainer",
     "coco_records": "validate",
     "evaluate_detector": "validate",

@@ -630,3 +630,16 @@ class Trainer:
         }
         self._hook("on_train_end", summary)
         return summary
+
+
+class ModelTrainer(Trainer):
+    """The trainer of a given model instead of a new one of ``cfg.model`` (fine-tuning a pruned or
+    a fake-quantized model); its checkpoints carry the model's own spec, so they load alone."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, callbacks: Sequence[Any] = ()) -> None:
+        self._given = model
+        super().__init__(cfg, callbacks=callbacks)
+
+    def build_model(self) -> nn.Module:
+        model = self._given.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.cfg.channels_last else model

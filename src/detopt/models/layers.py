@@ -53,12 +53,20 @@ class C2f(nn.Module):
         self.cv1 = Conv(c_in, 2 * self.c, 1)
         self.cv2 = Conv((2 + n) * self.c, c_out, 1)
         self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
+        self.split = (self.c, self.c)  # widths of cv1's two parts (unequal once pruned)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = list(self.cv1(x).chunk(2, 1))
+        t = self.cv1(x)
+        a = self.split[0]
+        y = [t[:, :a], t[:, a:]]  # slices, not chunk(2): traceable, and any two widths
         for m in self.m:
             y.append(m(y[-1]))
         return self.cv2(torch.cat(y, 1))
+
+    def resplit(self, kept: list[int]) -> None:
+        """After structured pruning: ``kept`` are the indices of cv1's output channels that stay."""
+        a = sum(1 for k in kept if k < self.split[0])
+        self.split = (a, len(kept) - a)
 
 
 class SPPF(nn.Module):

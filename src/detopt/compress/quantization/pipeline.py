@@ -37,8 +37,9 @@ import numpy as np
 import onnx
 import torch
 
-from detopt.compress.quantization.graph import QUANTIZED_KEY, GraphQuantizer, is_quantized
+from detopt.compress.quantization.graph import QUANTIZED_KEY, GraphQuantizer
 from detopt.compress.quantization.sensitivity import LayerError, layer_sensitivity
+from detopt.compress.weights import float_weights
 from detopt.config import QuantizeConfig
 from detopt.constants import PAD_VALUE, SCORE_THRESHOLD
 from detopt.data.dataset import DetectionDataset, read_source, split_dataset
@@ -106,29 +107,6 @@ class QuantizeResult:
 
 
 # --------------------------------------------------------------------------- inputs
-def _float_weights(path: str | Path):
-    """The float torch weights, or one line saying why a file cannot be quantized."""
-    from detopt.inference import load_weights
-
-    path = Path(path)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise DetoptInputError(f"{path}: no such file")
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception:
-            raise DetoptInputError(f"{path}: not a readable ONNX model") from None
-        if is_quantized(proto):
-            raise DetoptInputError(f"{path}: already quantized; quantize the float weights "
-                                   "(.pt or .safetensors)")
-        raise DetoptInputError(f"{path}: quantize starts from the float weights (.pt or .safetensors), "
-                               "not from an ONNX export")
-    w = load_weights(path)
-    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in w.model.parameters()):
-        raise DetoptInputError(f"{path}: already quantized (integer parameters); quantize the float weights")
-    return w
-
-
 def letterboxed(dataset: DetectionDataset, indices: Sequence[int]) -> np.ndarray:
     """``float32 [N, 3, S, S]`` in ``[0, 1]``: the images as evaluation feeds them (no augmentation)."""
     if len(indices) == 0:
@@ -281,7 +259,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
     out = Path(cfg.out)
     work = out / "work"
 
-    w = _float_weights(cfg.weights)
+    w = float_weights(cfg.weights, "quantize")
     model = w.model.float().eval()
     imgsz = cfg.imgsz or w.imgsz or 320
     ds, defects = read_source(cfg.data, cfg.images, cfg.allow_outside_root, cfg.max_pixels)

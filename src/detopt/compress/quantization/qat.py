@@ -16,15 +16,13 @@ runtime runs it and the report measures the real INT8 file.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detopt.engine import Trainer
+from detopt.engine import ModelTrainer, Trainer
 from detopt.engine.callbacks import Callback
 
 ACT_QMAX = 255
@@ -186,12 +184,5 @@ class FreezeObservers(Callback):
                 set_observing(trainer.ema.module, False)
 
 
-class QATTrainer(Trainer):
-    """The trainer with a given (fake-quantized) model instead of a new one."""
-
-    def __init__(self, cfg: Any, model: nn.Module, callbacks: Sequence[Any] = ()) -> None:
-        self._given = model
-        super().__init__(cfg, callbacks=callbacks)
-
-    def build_model(self) -> nn.Module:
-        return self._given.to(self.device)
+class QATTrainer(ModelTrainer):
+    """The trainer of a fake-quantized model (:class:`~detopt.engine.trainer.ModelTrainer`)."""

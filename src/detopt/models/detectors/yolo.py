@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch.fx
 from torch import Tensor, nn
 
 from detopt.errors import DetoptInputError
 from detopt.models.backbones import CSPDarknet
 from detopt.models.heads import DecoupledHead
 from detopt.models.necks import PANFPN
+
+
+def check_images(images: Tensor) -> Tensor:
+    """``images`` if it is ``[B, 3, H, W]``, else a one-line error. A leaf for ``torch.fx``
+    tracing (the channel tracer of structured pruning), which cannot branch on shapes."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise DetoptInputError(f"images: expected [B, 3, H, W], got {tuple(images.shape)}")
+    return images
+
+
+torch.fx.wrap("check_images")
 
 
 class YOLODetector(nn.Module):
@@ -61,7 +73,5 @@ class YOLODetector(nn.Module):
         return self.strides[-1]
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise DetoptInputError(f"images: expected [B, 3, H, W], got {tuple(images.shape)}")
-        feats = self.backbone(images)
+        feats = self.backbone(check_images(images))
         return self.head(self.neck([feats[i] for i in self.levels]))
