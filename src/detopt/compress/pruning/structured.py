@@ -47,8 +47,8 @@ def _per_conv(graph: ChannelGraph, score: Callable[[str], np.ndarray]) -> np.nda
 @IMPORTANCES.register("l1")
 def l1_importance(model: nn.Module, graph: ChannelGraph, **_: Any) -> np.ndarray:
     """``Σ |W[k]|`` of each output filter -> ``float64 [ids]``."""
-    return _per_conv(graph, lambda p: model.get_submodule(p).weight.detach().abs().flatten(1).sum(1)
-                     .double().cpu().numpy())
+    return _per_conv(graph, lambda p: model.get_submodule(p).weight.detach().double().abs().flatten(1)
+                     .sum(1).cpu().numpy())
 
 
 @IMPORTANCES.register("bn_scale")
@@ -85,7 +85,7 @@ def taylor_importance(model: nn.Module, graph: ChannelGraph, *,
     def score(p: str) -> np.ndarray:
         w = model.get_submodule(p).weight
         g = w.grad if w.grad is not None else torch.zeros_like(w)
-        return (w.detach() * g).flatten(1).sum(1).abs().double().cpu().numpy()
+        return (w.detach().double() * g.double()).flatten(1).sum(1).abs().cpu().numpy()
 
     out = _per_conv(graph, score)
     model.zero_grad(set_to_none=True)
