@@ -50,9 +50,10 @@ def _randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def _prune(model: nn.Module, ratio: float, importance: str = "l1", global_rank: bool = False, imgsz: int = 64):
+def _prune(model: nn.Module, ratio: float, global_rank: bool = False, imgsz: int = 64):
     graph = trace_channels(model, imgsz)
-    plan = plan_pruning(graph, unit_scores(graph, IMPORTANCES[importance](model, graph)), ratio, 8, global_rank)
+    scores = unit_scores(graph, IMPORTANCES["l1"](model, graph))
+    plan = plan_pruning(graph, scores, ratio, 8, global_rank)
     reference = zero_units(copy.deepcopy(model), graph, plan.removed)
     apply_pruning(model, graph, plan.removed)
     return graph, plan, reference
@@ -63,7 +64,7 @@ def _prune(model: nn.Module, ratio: float, importance: str = "l1", global_rank: 
 def test_every_registered_model_prunes_to_the_zeroed_reference(name, p2):
     model = _randomized(create_model(name, 5, p2=p2), seed=len(name) + p2)
     params0 = count_parameters(model)
-    graph, plan, reference = _prune(model, 0.5, global_rank=p2)
+    _, plan, reference = _prune(model, 0.5, global_rank=p2)
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         for a, b in zip(model(x), reference(x), strict=True):
@@ -200,13 +201,15 @@ def test_structured_command_writes_a_run_that_loads_alone(tiny_run, synth_dir, t
     # val and export read the pruned run as any other
     assert main(["val", "--weights", str(out / "best.pt"), "--data", str(synth_dir / "data.yaml")]) == 0
     onnx_path = tmp_path / "pruned.onnx"
-    assert main(["export", "--weights", str(out / "best.pt"), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    assert main(["export", "--weights", str(out / "best.pt"), "--format", "onnx",
+                 "--out", str(onnx_path)]) == 0
     assert load_weights(onnx_path).names == load_weights(out / "best.pt").names
 
 
 def test_unstructured_command_keeps_its_zeros_through_fine_tuning(tiny_run, synth_dir, tmp_path):
     out = tmp_path / "sparse"
-    result = prune({"weights": str(tiny_run / "last.pt"), "data": str(synth_dir / "data.yaml"), "out": str(out),
+    result = prune({"weights": str(tiny_run / "last.pt"), "data": str(synth_dir / "data.yaml"),
+                    "out": str(out),
                     "method": "unstructured", "ratio": 0.6, "finetune_epochs": 1, "workers": 0, "batch": 8,
                     "latency": False})
     model = model_from_checkpoint(load_checkpoint(out / "last.pt"))
