@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_latency.py
 	$(PY) benchmarks/bench_quantize.py --quick
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_prune.py --budget 3m
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="--budget: also the long-run defaults")
     ap.add_argument("--train-images", type=int, default=2000, help="size of the generated train split")
     ap.add_argument("--skip-throughput", action="store_true", help="only the --budget runs")
+    ap.add_argument("--budget-model", help="--budget: this model instead of the default")
     ap.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
 
@@ -93,6 +94,18 @@ LONG_RUN = {"nbs": 64, "warmup_epochs": 3.0, "close_mosaic": 10}
 """The config's plain defaults, given explicitly: the recipe a budget replaced."""
 
 
+def _finished(run: Path) -> tuple[int, float, int, float] | None:
+    """``(epochs, seconds, accumulate, last val mAP50-95)`` of a finished run in ``run``, else None."""
+    if not (run / "last.pt").is_file():
+        return None
+    ckpt = load_checkpoint(run / "last.pt")
+    if int(ckpt["epoch"]) + 1 < int(ckpt["epochs"]):
+        return None
+    cfg = ckpt["config"]
+    accumulate = max(round(cfg["nbs"] / cfg["batch"]), 1)
+    return int(ckpt["epochs"]), float(ckpt["elapsed"]), accumulate, float(ckpt["metrics"]["metrics/AP"])
+
+
 def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
     """Train with the plain command (``--time`` and nothing else) for each seed, evaluate on the
     run's own val split and on held-out images; with ``--compare``, the long-run defaults too."""
@@ -103,24 +116,29 @@ def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
     recipes = {"adapted (plain command)": {}}
     if args.compare:
         recipes["long-run defaults (nbs=64 warmup 3 close-mosaic 10)"] = LONG_RUN
-    print(f"\n{args.budget} budget, yolo-n at 320 px, `detopt train --time {args.budget}` "
+    print(f"\n{args.budget} budget, {args.budget_model or 'yolo-n'} at 320 px, "
+          f"`detopt train --time {args.budget}` "
           f"on {data}; seeds {args.seeds}")
     for label, extra in recipes.items():
         vals, helds = [], []
         for seed in args.seeds:
             run = root / f"budget-{'long' if extra else 'adapted'}-{seed}"
+            scale = {"model": args.budget_model} if args.budget_model else {}
             cfg = TrainConfig(data=str(data / "data.yaml"), out=str(run), time=seconds, seed=seed,
-                              progress=False, **extra)
-            trainer = Trainer(cfg)
-            summary = trainer.train()
-            val_map = summary["metrics"]["metrics/AP"]
+                              progress=False, **scale, **extra)
+            done = _finished(run)
+            if done is None:  # train (a finished run of an earlier invocation is reused)
+                trainer = Trainer(cfg)
+                trainer.train()
+                done = _finished(run)
+            epochs, elapsed, accumulate, val_map = done
             model = model_from_checkpoint(load_checkpoint(run / "last.pt"))
             pp = Postprocessor(model.strides, model.reg_max, score_thr=0.001, iou_thr=0.7, max_det=300)
-            res, _, _ = evaluate_detector(model, held_set, held_names, pp)
+            res = evaluate_detector(model, held_set, held_names, pp).result
             vals.append(val_map)
             helds.append(res.stats[0])
-            print(f"  {label:<52} seed {seed}: {summary['epochs']:>2} epochs, "
-                  f"{summary['elapsed']:.0f} s, accumulate {trainer.accumulate}, "
+            print(f"  {label:<52} seed {seed}: {epochs:>2} epochs, "
+                  f"{elapsed:.0f} s, accumulate {accumulate}, "
                   f"val mAP50-95 {val_map:.4f}, held-out {res.stats[0]:.4f}", flush=True)
         v, h = np.array(vals), np.array(helds)
         print(f"  {label:<52} mean val {v.mean():.4f} (spread {v.max() - v.min():.4f}), "

@@ -123,3 +123,15 @@ def test_readme_distillation_commands_run(tmp_path):
     _run_bash_block("teacher=runs/teacher-k/best.pt", tmp_path)
     rows = list(csv.DictReader((tmp_path / "runs/student-k/results.csv").open()))
     assert float(rows[0]["train/kd_cls"]) > 0 and float(rows[-1]["train/kd_cls"]) == 0
+
+
+def test_readme_prune_commands_run(tmp_path):
+    """The README's pruning block runs as written: a smaller run that val reads, a sparse one."""
+    import json
+
+    _run_bash_block("detopt prune --weights runs/train-pr/best.pt", tmp_path)
+    doc = json.loads((tmp_path / "runs/pruned-pr/prune.json").read_text())
+    assert doc["gflops_after"] < 0.55 * doc["gflops_before"] and doc["params_after"] < doc["params_before"]
+    assert (tmp_path / "runs/pruned-pr/steps/1/best.pt").is_file()
+    sparse = json.loads((tmp_path / "runs/sparse-pr/prune.json").read_text())
+    assert sparse["method"] == "unstructured" and sparse["size"]["gzip_after"] < sparse["size"]["gzip_before"]

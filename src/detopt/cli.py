@@ -659,6 +659,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         "method": "unstructured" if args.unstructured else "structured", "importance": args.importance,
         "global_rank": args.global_rank, "round_to": args.round_to, "steps": args.steps,
         "finetune": args.finetune, "finetune_epochs": args.finetune_epochs, "teacher": args.teacher,
+        "sparsity": args.sparsity, "sparsity_epochs": args.sparsity_epochs, "sparsity_l1": args.sparsity_l1,
         "lr0": args.lr0, "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers,
         "seed": args.seed, "device": args.device, "latency": not args.no_latency, "threads": args.threads,
         "val_split": args.split, "images": _images_arg(args.images),
@@ -964,6 +965,12 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--finetune-epochs", type=_int_at_least(0),
                         help="fine-tune epochs per step (0: none)")
     pr.add_argument("--teacher", help="distil from these weights while fine-tuning (kd: see train)")
+    slim = pr.add_mutually_exclusive_group()
+    slim.add_argument("--sparsity", help="network slimming first: train this long (2m) with an L1 penalty "
+                      "on the BN scales (use with --importance bn_scale)")
+    slim.add_argument("--sparsity-epochs", type=_int_at_least(1), help="the slimming phase in epochs")
+    pr.add_argument("--sparsity-l1", type=_positive_float, default=0.01,
+                    help="L1 weight on the BN scales while slimming (default 0.01)")
     pr.add_argument("--lr0", type=_positive_float, default=0.002,
                     help="fine-tune learning rate (default 0.002)")
     pr.add_argument("--imgsz", type=_int_at_least(32), help="input side (default: the training size)")

@@ -250,6 +250,10 @@ class PruneConfig(BaseModel):
                                                       "default a quarter of the weights' training time")
     finetune_epochs: int | None = Field(None, ge=0, description="fine-tune epochs per step instead of a time")
     teacher: str | None = Field(None, description="distil from these weights while fine-tuning")
+    sparsity: float | None = Field(None, description="network slimming: train this long (seconds, or 2m) "
+                                                      "with an L1 penalty on BN scales before pruning")
+    sparsity_epochs: int | None = Field(None, ge=1, description="the slimming phase in epochs instead")
+    sparsity_l1: float = Field(0.01, gt=0, description="L1 weight on BN scales (per image) while slimming")
     lr0: float = Field(0.002, gt=0, description="fine-tune learning rate (no warmup)")
     taylor_batches: int = Field(8, ge=1, description="training batches the taylor importance sums")
     imgsz: int | None = Field(None, ge=32, description="default: the training size")
@@ -265,7 +269,7 @@ class PruneConfig(BaseModel):
     max_pixels: int | None = Field(89_478_485, ge=1)
     skip_invalid: bool = False
 
-    @field_validator("finetune", mode="before")
+    @field_validator("finetune", "sparsity", mode="before")
     @classmethod
     def _time(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)

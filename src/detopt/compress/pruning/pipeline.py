@@ -80,6 +80,7 @@ class PruneResult:
     latency: dict[str, Any] = field(default_factory=dict)
     sparsity: list[dict[str, Any]] = field(default_factory=list)
     size: dict[str, int] = field(default_factory=dict)
+    sparsity_phase: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     out: str = ""
 
@@ -132,9 +133,31 @@ def _finetune_budget(cfg: PruneConfig) -> tuple[float | None, int | None]:
     return None, 5
 
 
-def _finetune(model: nn.Module, cfg: PruneConfig, imgsz: int, out: Path, seconds: float | None,
-              epochs: int | None, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
-    """Fine-tune ``model`` on the training split into the run folder ``out`` -> (EMA model, summary)."""
+def _slimming_trainer():
+    """:class:`ModelTrainer` whose loss adds ``bn_l1 · batch · Σ|γ|`` over every batch norm
+    (network slimming), logged as ``bn_l1``; built on first use (the trainer is imported lazily)."""
+    from detopt.engine.trainer import ModelTrainer
+
+    class SlimmingTrainer(ModelTrainer):
+        def __init__(self, cfg: TrainConfig, model: nn.Module, bn_l1: float, callbacks: list[Any]) -> None:
+            self.bn_l1 = bn_l1
+            super().__init__(cfg, model, callbacks=callbacks)
+
+        def compute_loss(self, images: torch.Tensor, outputs: list[torch.Tensor], targets: dict[str, Any],
+                         epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+            loss, items = super().compute_loss(images, outputs, targets, epoch)
+            gammas = [m.weight for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
+            l1 = torch.stack([g.abs().sum() for g in gammas]).sum()
+            return loss + self.bn_l1 * images.shape[0] * l1, {**items, "bn_l1": float(l1.detach())}
+
+    return SlimmingTrainer
+
+
+def finetune(model: nn.Module, cfg: PruneConfig, imgsz: int, out: Path, seconds: float | None,
+              epochs: int | None, callbacks: list[Any], bn_l1: float | None = None,
+              lr0: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Fine-tune ``model`` on the training split into the run folder ``out`` -> (EMA model, summary);
+    with ``bn_l1``, the slimming phase (L1 on the BN scales, no teacher)."""
     from detopt.engine.trainer import ModelTrainer
 
     spec = dict(model.spec)
@@ -143,11 +166,14 @@ def _finetune(model: nn.Module, cfg: PruneConfig, imgsz: int, out: Path, seconds
         "data": cfg.data, "images": cfg.images, "allow_outside_root": cfg.allow_outside_root,
         "max_pixels": cfg.max_pixels, "skip_invalid": cfg.skip_invalid, "out": str(out),
         "model": spec.get("name", "yolo-n"), "p2": bool(spec.get("p2", False)), "imgsz": imgsz, **budget,
-        "batch": cfg.batch, "nbs": cfg.batch, "lr0": cfg.lr0, "lrf": 0.1, "warmup_epochs": 0,
+        "batch": cfg.batch, "nbs": cfg.batch, "lr0": lr0 or cfg.lr0, "lrf": 0.1, "warmup_epochs": 0,
         "warmup_min_iters": 0, "seed": cfg.seed, "workers": cfg.workers, "device": cfg.device,
-        "teacher": cfg.teacher, "val_split": cfg.val_split, "progress": False,
+        "teacher": None if bn_l1 else cfg.teacher, "val_split": cfg.val_split, "progress": False,
     })
-    trainer = ModelTrainer(tcfg, model, callbacks=callbacks)
+    if bn_l1:
+        trainer = _slimming_trainer()(tcfg, model, bn_l1, callbacks)
+    else:
+        trainer = ModelTrainer(tcfg, model, callbacks=callbacks)
     summary = trainer.train()
     tuned = trainer.ema.module if trainer.ema is not None else trainer.model
     return tuned.float().cpu().eval(), summary
@@ -233,6 +259,18 @@ def prune(cfg: PruneConfig | dict[str, Any], on_progress: Callable[[str], None] 
     result = PruneResult(cfg.method, cfg.ratio, cfg.importance, cfg.global_rank, map0, map0, None, params0, 0,
                          flops0 / 1e9, 0.0, widths0, {}, out=str(out), finetune_seconds=seconds)
     model = model.to(device)
+    if cfg.method == "structured" and (cfg.sparsity or cfg.sparsity_epochs):
+        say(f"network slimming: training with L1 {cfg.sparsity_l1} on the BN scales for "
+            + (f"{cfg.sparsity:.0f} s" if cfg.sparsity else f"{cfg.sparsity_epochs} epochs") + " ...")
+        l1_before = _bn_l1(model)
+        model, summary = finetune(model, cfg, imgsz, out / "sparsity", cfg.sparsity, cfg.sparsity_epochs, [],
+                                   bn_l1=cfg.sparsity_l1)
+        model = model.to(device)
+        slim_map = float(summary["metrics"].get("metrics/AP", 0.0))
+        result.sparsity_phase = {"l1_before": l1_before, "l1_after": _bn_l1(model),
+                                 "epochs": summary["epochs"], "map": slim_map}
+        say(f"network slimming: Σ|γ| {l1_before:.1f} -> {result.sparsity_phase['l1_after']:.1f}, "
+            f"mAP50-95 {result.sparsity_phase['map']:.4f}")
     if cfg.method == "structured":
         for step in range(1, steps + 1):
             target = (1.0 - cfg.ratio) ** (step / steps) * flops0
@@ -258,7 +296,7 @@ def prune(cfg: PruneConfig | dict[str, Any], on_progress: Callable[[str], None] 
             tuned_map = None
             if tuning:
                 run = out if step == steps else out / "steps" / str(step)
-                model, summary = _finetune(model, cfg, imgsz, run, per_step, epochs, [])
+                model, summary = finetune(model, cfg, imgsz, run, per_step, epochs, [])
                 model = model.to(device)
                 tuned_map = float(summary["metrics"].get("metrics/AP", _evaluate(model, val, names, device)))
                 say(f"step {step}/{steps}: fine-tuned {summary['epochs']} epochs -> mAP50-95 {tuned_map:.4f}")
@@ -273,7 +311,7 @@ def prune(cfg: PruneConfig | dict[str, Any], on_progress: Callable[[str], None] 
             f"(|w| <= {threshold:.3g}); "
             f"mAP50-95 {result.map_after_pruning:.4f} before fine-tuning")
         if tuning:
-            model, summary = _finetune(model, cfg, imgsz, out, seconds, epochs, [KeepZeros()])
+            model, summary = finetune(model, cfg, imgsz, out, seconds, epochs, [KeepZeros()])
             result.map_after_finetune = float(summary["metrics"].get("metrics/AP", 0.0))
         gz1 = compressed_bytes(model)[1]
         result.sparsity = sparsity_table(model)
@@ -298,6 +336,10 @@ def prune(cfg: PruneConfig | dict[str, Any], on_progress: Callable[[str], None] 
                                 f"{result.latency['ort_speedup']:.2f}x: unchanged within noise, as expected.")
     write_json(result, out / "prune.json")
     return result
+
+
+def _bn_l1(model: nn.Module) -> float:
+    return float(sum(m.weight.detach().abs().sum() for m in model.modules() if isinstance(m, nn.BatchNorm2d)))
 
 
 def _checkpoint_of(model: nn.Module, w: Any, cfg: PruneConfig) -> dict[str, Any]:
