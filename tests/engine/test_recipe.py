@@ -15,7 +15,7 @@ from detopt.cli import main
 from detopt.config import TrainConfig, build_config, load_config
 from detopt.data.formats import read_dataset
 from detopt.engine import Trainer, load_checkpoint
-from detopt.engine.recipe import SHORT_BUDGET, adapt_to_budget
+from detopt.engine.recipe import SHORT_BUDGET, SMALL_MODEL_BUDGET, adapt_to_budget
 from detopt.errors import DetoptInputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +32,16 @@ def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_pat
     assert adapt_to_budget(plain) == (plain, {})  # no budget: the long-run defaults stay
     short = _cfg(synth_dir, tmp_path, time=60)
     adapted, reasons = adapt_to_budget(short)
-    assert set(reasons) == set(SHORT_BUDGET)
+    assert set(reasons) == set(SHORT_BUDGET) - {"model"}  # the model was given
     assert (adapted.nbs, adapted.warmup_epochs, adapted.close_mosaic) == (8, 1.0, 1)
     untouched = set(TrainConfig.model_fields) - set(SHORT_BUDGET)
     assert all(getattr(adapted, k) == getattr(short, k) for k in untouched)
     assert adapt_to_budget(adapted) == (adapted, reasons)  # idempotent (the demo adapts first)
+    # no model given: a budget of minutes trains yolo-p, a longer one keeps the default
+    for seconds, want in ((600, "yolo-p"), (SMALL_MODEL_BUDGET, "yolo-p"), (3600, "yolo-n")):
+        cfg, why = adapt_to_budget(TrainConfig(data="d", time=seconds))
+        assert cfg.model == want and (("model" in why) == (want == "yolo-p")), seconds
+    assert adapt_to_budget(TrainConfig(data="d", time=600, model="yolo-n"))[0].model == "yolo-n"
     # an explicit value always wins, even when it equals the long-run default
     mine, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, nbs=64, close_mosaic=10))
     assert (mine.nbs, mine.close_mosaic, mine.warmup_epochs) == (64, 10, 1.0)
@@ -52,17 +57,17 @@ def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path,
     assert "accumulate 1" in printed
     assert "short-budget recipe: nbs=8, warmup_epochs=1.0, close_mosaic=1" in printed
     text = (out / "config.yaml").read_text()
-    for key in SHORT_BUDGET:
+    for key in set(SHORT_BUDGET) - {"model"}:  # --model was given
         line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
         assert "# adapted: short budget" in line, line
     saved = load_config(TrainConfig, out / "config.yaml")  # the comments are only comments
     assert (saved.nbs, saved.warmup_epochs, saved.close_mosaic, saved.time) == (8, 1.0, 1, 4.0)
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["config"]["nbs"] == 8 and set(ckpt["adapted"]) == set(SHORT_BUDGET)
+    assert ckpt["config"]["nbs"] == 8 and set(ckpt["adapted"]) == set(SHORT_BUDGET) - {"model"}
 
     # resuming keeps the values and the reasons of the first start
     resumed = Trainer.resume(out, epochs=ckpt["epochs"] + 1)
-    assert resumed.cfg.nbs == 8 and resumed.accumulate == 1 and set(resumed.adapted) == set(SHORT_BUDGET)
+    assert resumed.cfg.nbs == 8 and resumed.accumulate == 1 and set(resumed.adapted) == set(ckpt["adapted"])
     resumed.train()
     assert "# adapted: short budget" in (out / "config.yaml").read_text()
 
