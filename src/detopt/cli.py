@@ -346,6 +346,13 @@ def _non_negative(text: str) -> float:
     return v
 
 
+def _compress_io(p: argparse.ArgumentParser, out_help: str) -> None:
+    """``--weights``, ``--data``, ``--out`` of a compression command."""
+    p.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
+    p.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
+    p.add_argument("--out", required=True, help=out_help)
+
+
 def _command(
     sub: argparse._SubParsersAction,
     name: str,
@@ -890,9 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out training images is within --target-drop, and measure FP32 torch, FP32 ONNX Runtime "
         "and INT8 on the validation split: OUT/model-int8.onnx, report.md, report.json, tradeoff.png.",
     )
-    qu.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
-    qu.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
-    qu.add_argument("--out", required=True, help="output folder")
+    _compress_io(qu, "output folder")
     qu.add_argument("--method", default="ptq", choices=["ptq", "qat"],
                     help="ptq: post-training static INT8 (default); qat: then quantization-aware fine-tuning")
     qat_budget = qu.add_mutually_exclusive_group()
@@ -944,9 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/prune.json (widths, parameters, GFLOPs, mAP before / after pruning / after fine-tuning, "
         "latency). --unstructured zeroes the smallest --ratio of the conv weights instead.",
     )
-    pr.add_argument("--weights", required=True, help="float weights: a checkpoint (.pt) or safetensors")
-    pr.add_argument("--data", required=True, help="the training data set (data.yaml, COCO json, VOC root)")
-    pr.add_argument("--out", required=True, help="the run folder to write")
+    _compress_io(pr, "the run folder to write")
     pr.add_argument("--ratio", type=float, default=0.5,
                     help="structured: share of FLOPs to remove; unstructured: sparsity (default 0.5)")
     kind = pr.add_mutually_exclusive_group()

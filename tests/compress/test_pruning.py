@@ -34,20 +34,8 @@ from detopt.inference import load_weights
 from detopt.models import count_flops, count_parameters, create_model, list_models
 from detopt.models.criterion import DetectionCriterion
 from detopt.models.shapes import module_shapes
+from tests.compress.helpers import randomize_bn
 from tests.hyp import examples
-
-
-def _randomized(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Batch-norm statistics and affine terms drawn at random, so zeroed channels matter."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
-            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
-    return model.eval()
 
 
 def _prune(model: nn.Module, ratio: float, global_rank: bool = False, imgsz: int = 64):
@@ -62,7 +50,7 @@ def _prune(model: nn.Module, ratio: float, global_rank: bool = False, imgsz: int
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("p2", [False, True])
 def test_every_registered_model_prunes_to_the_zeroed_reference(name, p2):
-    model = _randomized(create_model(name, 5, p2=p2), seed=len(name) + p2)
+    model = randomize_bn(create_model(name, 5, p2=p2), seed=len(name) + p2).eval()
     params0 = count_parameters(model)
     _, plan, reference = _prune(model, 0.5, global_rank=p2)
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
@@ -115,7 +103,7 @@ def test_the_tracer_refuses_what_it_does_not_know():
 
 
 def test_importances_equal_brute_force():
-    model = _randomized(create_model("yolo-p", 3), seed=5)
+    model = randomize_bn(create_model("yolo-p", 3), seed=5).eval()
     graph = trace_channels(model, 64)
     l1 = IMPORTANCES["l1"](model, graph)
     bn = IMPORTANCES["bn_scale"](model, graph)
@@ -161,7 +149,7 @@ _GRAPH: dict = {}
 
 
 def test_unstructured_pruning_zeroes_the_smallest_weights_exactly():
-    model = _randomized(create_model("yolo-p", 3), seed=2)
+    model = randomize_bn(create_model("yolo-p", 3), seed=2).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     magnitude_prune(model, 0.3)
     flat = np.concatenate([before[f"{n}.weight"].abs().flatten().numpy() for n, m in model.named_modules()

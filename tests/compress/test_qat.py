@@ -23,24 +23,14 @@ from detopt.compress.quantization.qat import (
     strip_qat,
 )
 from detopt.models import create_model
+from tests.compress.helpers import randomize_bn
 from tests.hyp import examples
-
-
-def _randomize_bn(model: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.2)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
 def test_folding_batchnorm_keeps_the_eval_outputs():
     torch.manual_seed(0)
     model = create_model("yolo-p", num_classes=3).eval()
-    _randomize_bn(model, 1)
+    randomize_bn(model, 1)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

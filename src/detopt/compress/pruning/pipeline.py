@@ -37,13 +37,12 @@ from detopt.compress.pruning.unstructured import (
     overall_sparsity,
     sparsity_table,
 )
-from detopt.compress.weights import float_weights
+from detopt.compress.weights import weights_and_data
 from detopt.config import PruneConfig, TrainConfig, build_config
 from detopt.constants import SCORE_THRESHOLD
-from detopt.data.dataset import DetectionDataset, collate_detections, read_source, split_dataset
+from detopt.data.dataset import DetectionDataset, collate_detections
 from detopt.engine.checkpoint import load_checkpoint
 from detopt.engine.validate import evaluate_detector
-from detopt.errors import DetoptInputError
 from detopt.models import DetectionCriterion, Postprocessor, count_flops, count_parameters
 
 FINETUNE_SHARE = 0.25
@@ -227,22 +226,14 @@ def prune(cfg: PruneConfig | dict[str, Any], on_progress: Callable[[str], None] 
         cfg = build_config(PruneConfig, dict(cfg))
     say = on_progress or (lambda _line: None)
     out = Path(cfg.out)
-    w = float_weights(cfg.weights, "prune")
-    model = w.model.float().eval().requires_grad_(True)  # loaded for inference; trained here
-    imgsz = cfg.imgsz or w.imgsz or 320
-    ds, defects = read_source(cfg.data, cfg.images, cfg.allow_outside_root, cfg.max_pixels)
-    if list(ds.names) != list(w.names):
-        raise DetoptInputError(f"{cfg.data}: classes {list(ds.names)[:6]} differ from the weights' "
-                               f"{list(w.names)[:6]}; prune with the data set the weights were trained on")
-    kw = {"imgsz": imgsz, "skip_invalid": cfg.skip_invalid, "max_pixels": cfg.max_pixels}
-    train = split_dataset(cfg.data, ds, defects, "train", **kw)
-    val = split_dataset(cfg.data, ds, defects, cfg.val_split, **kw)
+    start = weights_and_data(cfg, "prune")
+    w, imgsz, names, train, val = start.weights, start.imgsz, start.names, start.train, start.val
+    model = start.model.requires_grad_(True)  # loaded for inference; trained here
     if cfg.teacher is not None:
         from detopt.engine.distill import load_teacher
 
-        load_teacher(cfg.teacher, list(ds.names))  # one line now, not after pruning
+        load_teacher(cfg.teacher, names)  # one line now, not after pruning
     device = resolve_device(cfg.device)
-    names = list(ds.names)
     threads = cfg.threads or torch.get_num_threads()
     original = copy.deepcopy(model)
     flops0, params0 = count_flops(model, imgsz), count_parameters(model)

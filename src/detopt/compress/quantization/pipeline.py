@@ -39,10 +39,10 @@ import torch
 
 from detopt.compress.quantization.graph import QUANTIZED_KEY, GraphQuantizer
 from detopt.compress.quantization.sensitivity import LayerError, layer_sensitivity
-from detopt.compress.weights import float_weights
+from detopt.compress.weights import weights_and_data
 from detopt.config import QuantizeConfig
 from detopt.constants import PAD_VALUE, SCORE_THRESHOLD
-from detopt.data.dataset import DetectionDataset, read_source, split_dataset
+from detopt.data.dataset import DetectionDataset
 from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptInputError
 from detopt.evaluation import CocoEvalResult
@@ -259,16 +259,8 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
     out = Path(cfg.out)
     work = out / "work"
 
-    w = float_weights(cfg.weights, "quantize")
-    model = w.model.float().eval()
-    imgsz = cfg.imgsz or w.imgsz or 320
-    ds, defects = read_source(cfg.data, cfg.images, cfg.allow_outside_root, cfg.max_pixels)
-    if list(ds.names) != list(w.names):
-        raise DetoptInputError(f"{cfg.data}: classes {list(ds.names)[:6]} differ from the weights' "
-                               f"{list(w.names)[:6]}; quantize with the data set the weights were trained on")
-    kw = {"imgsz": imgsz, "skip_invalid": cfg.skip_invalid, "max_pixels": cfg.max_pixels}
-    train = split_dataset(cfg.data, ds, defects, "train", **kw)
-    val = split_dataset(cfg.data, ds, defects, cfg.val_split, **kw)
+    start = weights_and_data(cfg, "quantize")
+    w, model, imgsz, train, val = start.weights, start.model, start.imgsz, start.train, start.val
     if len(train) < max(cfg.calib, MIN_CALIB):
         raise DetoptInputError(f"{cfg.data}: the training split has {len(train)} images; --calib "
                                f"{cfg.calib} needs at least that many (lower --calib, at least {MIN_CALIB})")
