@@ -253,7 +253,7 @@ class PruneConfig(BaseModel):
     sparsity: float | None = Field(None, description="network slimming: train this long (seconds, or 2m) "
                                                       "with an L1 penalty on BN scales before pruning")
     sparsity_epochs: int | None = Field(None, ge=1, description="the slimming phase in epochs instead")
-    sparsity_l1: float = Field(0.01, gt=0, description="L1 weight on BN scales (per image) while slimming")
+    sparsity_l1: float = Field(0.01, gt=0, description="L1 subgradient on the BN scales while slimming")
     lr0: float = Field(0.002, gt=0, description="fine-tune learning rate (no warmup)")
     taylor_batches: int = Field(8, ge=1, description="training batches the taylor importance sums")
     imgsz: int | None = Field(None, ge=32, description="default: the training size")

@@ -241,10 +241,11 @@ def test_bad_input_gets_one_line(tiny_run, synth_dir, tmp_path, capsys):
 def test_network_slimming_shrinks_the_bn_scales_before_pruning(tiny_run, synth_dir, tmp_path):
     out = tmp_path / "slim"
     r = prune({"weights": str(tiny_run / "last.pt"), "data": str(synth_dir / "data.yaml"), "out": str(out),
-               "importance": "bn_scale", "sparsity_epochs": 1, "sparsity_l1": 0.5, "finetune_epochs": 0,
+               "importance": "bn_scale", "sparsity_epochs": 1, "sparsity_l1": 5.0, "finetune_epochs": 0,
                "ratio": 0.3, "workers": 0, "batch": 8, "latency": False})
     phase = r.sparsity_phase
-    assert phase["epochs"] == 1 and phase["l1_after"] < 0.8 * phase["l1_before"]
+    # 5 steps: the subgradient takes ~10 % off Σ|γ|; one plain epoch moves it by ~0.1 %
+    assert phase["epochs"] == 1 and phase["l1_after"] < 0.95 * phase["l1_before"]
     header = (out / "sparsity" / "results.csv").read_text().splitlines()[0]
     assert "train/bn_l1" in header
     assert r.gflops_after < r.gflops_before

@@ -373,9 +373,14 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- loop
+    def adjust_gradients(self) -> None:
+        """Called before each optimizer step, after the gradients are unscaled and clipped: a
+        subclass adds terms that clipping must not scale (network slimming's L1 subgradient)."""
+
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg.grad_clip)
+        self.adjust_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -133,8 +133,9 @@ def _finetune_budget(cfg: PruneConfig) -> tuple[float | None, int | None]:
 
 
 def _slimming_trainer():
-    """:class:`ModelTrainer` whose loss adds ``bn_l1 · batch · Σ|γ|`` over every batch norm
-    (network slimming), logged as ``bn_l1``; built on first use (the trainer is imported lazily)."""
+    """:class:`ModelTrainer` that adds ``bn_l1 · sign(γ)`` to the gradient of every batch-norm scale
+    before each step (network slimming's L1 subgradient, after clipping, so the clip does not
+    scale it away) and logs ``Σ|γ|`` as ``bn_l1``; built on first use (the trainer is lazy)."""
     from detopt.engine.trainer import ModelTrainer
 
     class SlimmingTrainer(ModelTrainer):
@@ -142,12 +143,18 @@ def _slimming_trainer():
             self.bn_l1 = bn_l1
             super().__init__(cfg, model, callbacks=callbacks)
 
+        def _gammas(self) -> list[torch.Tensor]:
+            return [m.weight for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
+
         def compute_loss(self, images: torch.Tensor, outputs: list[torch.Tensor], targets: dict[str, Any],
                          epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
             loss, items = super().compute_loss(images, outputs, targets, epoch)
-            gammas = [m.weight for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
-            l1 = torch.stack([g.abs().sum() for g in gammas]).sum()
-            return loss + self.bn_l1 * images.shape[0] * l1, {**items, "bn_l1": float(l1.detach())}
+            return loss, {**items, "bn_l1": float(sum(g.detach().abs().sum() for g in self._gammas()))}
+
+        def adjust_gradients(self) -> None:
+            for g in self._gammas():
+                if g.grad is not None:
+                    g.grad.add_(torch.sign(g.detach()), alpha=self.bn_l1)
 
     return SlimmingTrainer
 
