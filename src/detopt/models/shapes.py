@@ -28,7 +28,8 @@ def module_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
     return {"conv": conv, "bn": bn, "split": split}
 
 
-def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    """Put ``new`` at ``path`` (dotted) in ``model``."""
     parent_path, _, leaf = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, leaf, new)
@@ -58,13 +59,13 @@ def apply_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Modu
             if not isinstance(m, nn.Conv2d):
                 raise DetoptInputError(f"shapes: {path} is not a convolution")
             if (m.out_channels, m.in_channels // m.groups) != (out, inp):
-                _replace(model, path, resized_conv(m, int(out), int(inp)))
+                replace_module(model, path, resized_conv(m, int(out), int(inp)))
         for path, n in shapes.get("bn", {}).items():
             m = model.get_submodule(path)
             if not isinstance(m, nn.BatchNorm2d):
                 raise DetoptInputError(f"shapes: {path} is not a batch norm")
             if m.num_features != n:
-                _replace(model, path, resized_bn(m, int(n)))
+                replace_module(model, path, resized_bn(m, int(n)))
         for path, widths in shapes.get("split", {}).items():
             model.get_submodule(path).split = tuple(int(v) for v in widths)
     except AttributeError as e:

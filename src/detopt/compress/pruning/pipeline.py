@@ -160,8 +160,8 @@ def _slimming_trainer():
 
 
 def finetune(model: nn.Module, cfg: PruneConfig, imgsz: int, out: Path, seconds: float | None,
-              epochs: int | None, callbacks: list[Any], bn_l1: float | None = None,
-              lr0: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
+              epochs: int | None, callbacks: list[Any], bn_l1: float | None = None
+              ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune ``model`` on the training split into the run folder ``out`` -> (EMA model, summary);
     with ``bn_l1``, the slimming phase (L1 on the BN scales, no teacher)."""
     from detopt.engine.trainer import ModelTrainer
@@ -172,7 +172,7 @@ def finetune(model: nn.Module, cfg: PruneConfig, imgsz: int, out: Path, seconds:
         "data": cfg.data, "images": cfg.images, "allow_outside_root": cfg.allow_outside_root,
         "max_pixels": cfg.max_pixels, "skip_invalid": cfg.skip_invalid, "out": str(out),
         "model": spec.get("name", "yolo-n"), "p2": bool(spec.get("p2", False)), "imgsz": imgsz, **budget,
-        "batch": cfg.batch, "nbs": cfg.batch, "lr0": lr0 or cfg.lr0, "lrf": 0.1, "warmup_epochs": 0,
+        "batch": cfg.batch, "nbs": cfg.batch, "lr0": cfg.lr0, "lrf": 0.1, "warmup_epochs": 0,
         "warmup_min_iters": 0, "seed": cfg.seed, "workers": cfg.workers, "device": cfg.device,
         "teacher": None if bn_l1 else cfg.teacher, "val_split": cfg.val_split, "progress": False,
     })
@@ -189,20 +189,14 @@ def _latency(before: nn.Module, after: nn.Module, imgsz: int, threads: int,
              say: Callable[[str], None]) -> dict[str, Any]:
     """ms per image at batch 1 (p50) of both models, torch eager and ONNX Runtime FP32 network
     (interleaved rounds), with the speed-ups."""
-    import onnxruntime as ort
-
-    from detopt.compress.quantization.pipeline import interleaved_latency
+    from detopt.compress.quantization.pipeline import interleaved_latency, ort_session
     from detopt.export.onnx_export import export_network
 
     images = np.random.default_rng(0).random((8, 3, imgsz, imgsz), dtype=np.float32)
     runs, labels = [], []
     for label, m in (("before", before), ("after", after)):
         m = m.eval()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(export_network(m, imgsz, dynamic_batch=True).SerializeToString(), opts,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(export_network(m, imgsz, dynamic_batch=True), threads)
 
         def torch_run(x: np.ndarray, m: nn.Module = m) -> Any:
             with torch.inference_mode():

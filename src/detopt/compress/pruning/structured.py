@@ -30,7 +30,7 @@ from torch import nn
 
 from detopt.compress.pruning.graph import ChannelGraph
 from detopt.errors import DetoptInputError
-from detopt.models.shapes import module_shapes, resized_bn, resized_conv
+from detopt.models.shapes import module_shapes, replace_module, resized_bn, resized_conv
 from detopt.registry import Registry
 
 Importance = Callable[..., np.ndarray]
@@ -217,7 +217,7 @@ def apply_pruning(model: nn.Module, graph: ChannelGraph, removed: np.ndarray) ->
         if m.bias is not None:
             new.bias.copy_(m.bias[k_out])
         new.train(m.training)
-        _set(model, c.path, new)
+        replace_module(model, c.path, new)
         # C2f-style modules re-cut their channel split from their first conv's kept outputs
         owner_path = c.path.rsplit(".", 2)[0] if c.path.count(".") >= 2 else ""
         owner = model.get_submodule(owner_path) if owner_path else None
@@ -235,7 +235,7 @@ def apply_pruning(model: nn.Module, graph: ChannelGraph, removed: np.ndarray) ->
         new.running_var.copy_(m.running_var[keep])
         new.num_batches_tracked.copy_(m.num_batches_tracked)
         new.train(m.training)
-        _set(model, path, new)
+        replace_module(model, path, new)
     spec = dict(getattr(model, "spec", {}))
     spec["shapes"] = module_shapes(model)
     model.spec = spec
@@ -256,8 +256,3 @@ def zero_units(model: nn.Module, graph: ChannelGraph, removed: np.ndarray) -> nn
         m.weight[idx] = 0
         m.bias[idx] = 0
     return model
-
-
-def _set(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, leaf, new)

@@ -127,7 +127,8 @@ def _subset(dataset: DetectionDataset, indices: Sequence[int]) -> DetectionDatas
 
 
 # --------------------------------------------------------------------------- measuring
-def _session(model: onnx.ModelProto | str | Path, threads: int):
+def ort_session(model: onnx.ModelProto | str | Path, threads: int):
+    """A CPU ONNX Runtime session of ``model`` (a proto or a file) with ``threads`` intra-op threads."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -186,7 +187,7 @@ def _torch_runner(model: torch.nn.Module, postprocessor) -> Callable[[np.ndarray
 
 
 def _onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
-    sess = _session(path, threads)
+    sess = ort_session(path, threads)
     return lambda x: sess.run(None, {"images": x})
 
 
