@@ -719,6 +719,34 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """An Optuna study over training runs: trials.csv, best.yaml, plots and report.html in OUT."""
+    from detopt.config import TuneConfig, build_config, parse_overrides
+    from detopt.tune.search import search
+
+    values = {
+        "data": args.data, "out": args.out, "space": args.space, "trials": args.trials, "time": args.time,
+        "trial_time": args.trial_time, "trial_epochs": args.trial_epochs, "storage": args.storage,
+        "study": args.study, "workers": args.workers, "threads": args.threads, "sampler": args.sampler,
+        "pruner": args.pruner, "seed": args.seed, "heartbeat": args.heartbeat,
+        "postprocess": not args.no_postprocess, "train": parse_overrides(args.overrides),
+    }
+    s = search(build_config(TuneConfig, {k: v for k, v in values.items() if v is not None}))
+    c = s["counts"]
+    print(f"\n{c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed, {c['WAITING']} waiting; "
+          f"training compute {s['train_seconds']:.0f} s ({s['epochs_run']} epochs)")
+    if s["best"] is not None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in s["best"]["params"].items())
+        print(f"best: trial {s['best']['number']} mAP50-95 {s['best']['value']:.4f}: {params}")
+        if s["postprocess"]:
+            p = s["postprocess"]
+            print(f"post-processing: {p['label']} mAP50-95 {p['ap']:.4f} (default {p['default_ap']:.4f})")
+    out = Path(args.out)
+    print(f"wrote {out / 'trials.csv'}, {out / 'best.yaml'}, {out / 'report.html'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The whole optimize loop on the embedded data set, ending in RUN/report.html."""
     from detopt.config import DemoConfig, build_config, parse_overrides
@@ -806,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     tr.add_argument("--data", help="data.yaml, COCO json or VOC root")
-    tr.add_argument("--config", help="a YAML of config keys (flags and overrides win)")
+    tr.add_argument("--config", "--cfg", dest="config",
+                    help="a YAML of config keys, e.g. a study's best.yaml (flags and overrides win)")
     tr.add_argument("--model", help="registered model name (default yolo-n; see detopt.models.list_models)")
     tr.add_argument("--imgsz", type=_int_at_least(32), help="input size (default 320)")
     budget = tr.add_mutually_exclusive_group()
@@ -985,6 +1014,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=_int_at_least(1), help="latency threads (default: torch's)")
     pr.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     _add_source_opts(pr)
+
+    tu = _command(
+        sub, "tune", _cmd_tune,
+        help="hyperparameter search: an Optuna study of training runs, pruned early, shared by workers",
+        description="Each trial trains with the study's keys and one draw of the search space, reports "
+        "validation mAP50-95 after every epoch and may be pruned. The study lives in a journal file in "
+        "OUT (or --storage URL, shared by workers on many machines); re-running the command resumes it. "
+        "Writes OUT/trials.csv, OUT/best.yaml (detopt train --cfg OUT/best.yaml), plots and "
+        "OUT/report.html. Extra KEY=VALUE arguments fix training keys for every trial (not searched).",
+    )
+    tu.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training keys of every trial")
+    tu.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root (val split scores)")
+    tu.add_argument("--out", required=True, help="the study folder")
+    tu.add_argument("--space", help="YAML search space (lr0: {low: 1e-4, high: 0.1, log: true}, "
+                    "optimizer: [sgd, adamw]); default: the guide's table")
+    tu.add_argument("--trials", type=_int_at_least(1), help="trials of the study (default 20)")
+    tu.add_argument("--time", help="start no trial after this long (a re-run goes on)")
+    tb = tu.add_mutually_exclusive_group()
+    tb.add_argument("--trial-time", help="each trial's training budget (default 3m)")
+    tb.add_argument("--trial-epochs", type=_int_at_least(1), help="each trial's epochs")
+    tu.add_argument("--storage", help="SQLAlchemy URL (postgresql://user@host/db, sqlite:///s.db) or a "
+                    "journal file path (default OUT/study.journal)")
+    tu.add_argument("--study", help="study name in the storage (default detopt)")
+    tu.add_argument("--workers", type=_int_at_least(1), help="trial processes on this machine (default 1)")
+    tu.add_argument("--threads", type=_int_at_least(1), help="torch threads per worker (default cores/workers)")
+    tu.add_argument("--sampler", choices=["tpe", "random", "cmaes"], help="default tpe")
+    tu.add_argument("--pruner", choices=["hyperband", "median", "none"], help="default hyperband")
+    tu.add_argument("--seed", type=int, help="sampler and trial seed (default 0)")
+    tu.add_argument("--heartbeat", type=_positive_float,
+                    help="seconds between heartbeats of a running trial (default 10; silent for 6 = dead)")
+    tu.add_argument("--no-postprocess", action="store_true",
+                    help="skip the NMS / threshold study on the best trial")
 
     de = _command(
         sub, "demo", _cmd_demo,

@@ -107,6 +107,15 @@ class TrainConfig(BaseModel):
     close_mosaic: int = Field(10, ge=0)
     close_mosaic_max_fraction: float = Field(0.15, ge=0, le=1, description="close-mosaic at most this share")
     pipeline: str | None = Field(None, description="augmentation YAML (default: mosaic, affine, HSV, flip)")
+    mosaic: float = Field(1.0, ge=0, le=1, description="default pipeline: probability of a 4-image mosaic")
+    mixup: float = Field(0.0, ge=0, le=1, description="default pipeline: probability of MixUp")
+    copy_paste: float = Field(0.0, ge=0, le=1, description="default pipeline: probability of copy-paste")
+    translate: float = Field(0.1, ge=0, le=0.5, description="default pipeline: affine translation (fraction)")
+    scale: float = Field(0.5, ge=0, lt=1, description="default pipeline: affine scale gain (1 ± scale)")
+    hsv_h: float = Field(0.015, ge=0, le=0.5, description="default pipeline: hue gain")
+    hsv_s: float = Field(0.7, ge=0, le=1, description="default pipeline: saturation gain")
+    hsv_v: float = Field(0.4, ge=0, le=1, description="default pipeline: value gain")
+    fliplr: float = Field(0.5, ge=0, le=1, description="default pipeline: probability of a left-right flip")
     augment: bool = True
     assigner: str | dict[str, Any] = Field(
         "tal", description="label assigner: a name of detopt.assign.ASSIGNERS or {name: atss, topk: 9}"
@@ -180,6 +189,54 @@ class DemoConfig(BaseModel):
         quick = {"minutes": 0.4, "train_images": 160, "val_images": 48, "model": "yolo-p"}
         base = quick if self.quick else full
         return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in base.items()}
+
+
+class TuneConfig(BaseModel):
+    """What ``detopt tune`` uses (:func:`detopt.tune.search`): an Optuna study over training runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="the data set (data.yaml, COCO json, VOC root); trials validate on its val split")
+    out: str = Field(description="the study folder: trials/, trials.csv, best.yaml, plots, report.html")
+    space: str | None = Field(None, description="YAML search space (default: detopt.tune.space.DEFAULT_SPACE)")
+    trials: int = Field(20, ge=1, description="trials of the study (counted over every worker and re-run)")
+    time: float | None = Field(None, description="stop starting trials after this long (a re-run goes on)")
+    trial_time: float | None = Field(None, description="each trial's training budget (default 3m)")
+    trial_epochs: int | None = Field(None, ge=1, description="each trial's epochs, instead of trial_time")
+    storage: str | None = Field(None, description="SQLAlchemy URL; default a journal file in out")
+    study: str = Field("detopt", min_length=1, description="study name in the storage")
+    workers: int = Field(1, ge=1, description="processes running trials on this machine")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker (default cores / workers)")
+    sampler: Literal["tpe", "random", "cmaes"] = "tpe"
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    seed: int = Field(0, description="seed of the sampler (worker i uses seed + i) and of every trial")
+    heartbeat: float = Field(10.0, gt=0, description="seconds between a running trial's heartbeats")
+    grace: float | None = Field(None, gt=0, description="a trial silent this long is failed (default 6 heartbeats)")
+    postprocess: bool = Field(True, description="tune NMS method, IoU and score threshold on the best trial")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys every trial uses")
+
+    @field_validator("time", "trial_time", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            build_config(TrainConfig, {"data": "-"} | v)
+        except DetoptInputError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    def model_post_init(self, context: Any) -> None:
+        if self.trial_time is not None and self.trial_epochs is not None:
+            raise ValueError("give trial_time or trial_epochs, not both")
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a heartbeat after which a running trial counts as dead."""
+        return self.grace if self.grace is not None else 6 * self.heartbeat
 
 
 class QuantizeConfig(BaseModel):

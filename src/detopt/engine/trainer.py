@@ -212,13 +212,18 @@ class Trainer:
 
     def build_pipeline(self) -> Compose | None:
         """The training augmentation: the YAML pipeline of ``cfg.pipeline`` (its own close_mosaic
-        kept), else the default one with ``cfg.close_mosaic``; None without ``cfg.augment``."""
+        kept), else the default one with ``cfg.close_mosaic`` and the config's probabilities and
+        gains (``mosaic``, ``mixup``, ``copy_paste``, ``hsv_*``, ...); None without ``cfg.augment``."""
         cfg = self.cfg
         if not cfg.augment:
             return None
         if cfg.pipeline:
             return pipeline_from_config(cfg.pipeline, size=cfg.imgsz)
-        return default_pipeline(cfg.imgsz, close_mosaic=cfg.close_mosaic)
+        return default_pipeline(
+            cfg.imgsz, close_mosaic=cfg.close_mosaic, mosaic=cfg.mosaic, copy_paste=cfg.copy_paste,
+            mixup=cfg.mixup, translate=cfg.translate, scale=cfg.scale,
+            hsv=(cfg.hsv_h, cfg.hsv_s, cfg.hsv_v), fliplr=cfg.fliplr,
+        )
 
     def build_datasets(self) -> tuple[DetectionDataset, DetectionDataset | None, list[str], list[int]]:
         """``(train_set, val_set or None, names, category_ids)``; the data set is read once."""

@@ -22,6 +22,7 @@ SECTIONS = (
     ("evaluation", "COCO evaluation"),
     ("predictions", "Predictions"),
     ("postprocessing", "Post-processing"),
+    ("tune", "Hyperparameter search"),
     ("environment", "Environment"),
 )
 
@@ -322,6 +323,49 @@ def _postprocess_section(s: dict[str, Any], root: Path) -> str:
     )
 
 
+def _tune_section(s: dict[str, Any], root: Path) -> str:
+    """The study: what was searched, how each trial ended, the best parameters, the plots."""
+    c = s["counts"]
+    best = s["best"]
+    keys = list(s["space"])
+    head = ("trial", "state", "mAP50-95", "epochs", "seconds", *keys)
+    order = sorted(s["trials"], key=lambda r: -(r["value"] if isinstance(r["value"], float) else -1.0))
+    rows = [(r["number"], r["state"], r["value"] if r["value"] != "" else None, r["epochs"],
+             r["seconds"] if r["seconds"] != "" else None,
+             *[r[k] if r[k] != "" else None for k in keys]) for r in order]
+    parts = [
+        f'<p class="note">Each trial is a training run of {esc(s["trial_budget"])} scored by mAP50-95 on the '
+        f"validation split after every epoch; the {esc(s['pruner'])} pruner stops weak trials early. "
+        f"Sampler {esc(s['sampler'])}. {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
+        f"of {s['target_trials']} trials; training compute {s['train_seconds']:.0f} s "
+        f"({s['epochs_run']} epochs).</p>",
+    ]
+    if best is not None:
+        first = s.get("first_trial_value")
+        vs = f" (the first trial: {first:.4f})" if isinstance(first, float) else ""
+        parts.append(f"<p>Best: trial {best['number']}, mAP50-95 <b>{best['value']:.4f}</b>{vs}; its keys are in "
+                     "<code>best.yaml</code> (<code>detopt train --cfg best.yaml</code>). These are findings on "
+                     "the validation split with short trials: confirm them on held-out data with a full run "
+                     "before adopting them.</p>")
+        parts.append(table(("key", "best value"), [(k, v) for k, v in best["params"].items()], digits=5))
+    post = s.get("postprocess")
+    if post:
+        parts.append(f'<p class="note">Post-processing on the best trial\'s weights: {esc(post["label"])} '
+                     f"mAP50-95 {post['ap']:.4f} against {post['default_ap']:.4f} for the default "
+                     f"(held-out halves: {post['holdout']['gain_odd']:+.4f}).</p>")
+    captions = {
+        "history": "Each trial's value (mAP50-95) and the best so far, by trial number.",
+        "importances": "How much each key explains the value (PED-ANOVA over the finished trials).",
+        "parallel": "Parallel coordinates: each line a finished trial, coloured by its value.",
+        "intermediate": "Validation mAP50-95 after each epoch of every trial; pruned trials stop early.",
+    }
+    parts += _figures(s["figures"], root, **{k: v for k, v in captions.items() if k in s["figures"]})
+    parts.append(f"<details><summary>All {len(rows)} trials, best first</summary>")
+    parts.append(table(head, rows, best=[0] if best is not None else [], digits=5))
+    parts.append("</details>")
+    return "\n".join(parts)
+
+
 def _environment_section(s: dict[str, Any]) -> str:
     rows = list(s["versions"].items())
     steps = [
@@ -341,7 +385,7 @@ def _environment_section(s: dict[str, Any]) -> str:
 
 def write_report(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write ``run_dir/report.html`` from the step summaries (keys: ``title``, ``headline``, and
-    one per section of :data:`SECTIONS`). Figure paths in the summaries are relative to
+    one per section of :data:`SECTIONS` it shows: a section without its key is left out). Figure paths in the summaries are relative to
     ``run_dir`` (or absolute); the page refers to them relative to ``run_dir``."""
     root = Path(run_dir).resolve()
     builders = {
@@ -351,16 +395,19 @@ def write_report(run_dir: str | Path, summary: dict[str, Any]) -> Path:
         "evaluation": lambda: _evaluation_section(summary["evaluation"], root),
         "predictions": lambda: _predictions_section(summary["predictions"], root),
         "postprocessing": lambda: _postprocess_section(summary["postprocessing"], root),
+        "tune": lambda: _tune_section(summary["tune"], root),
         "environment": lambda: _environment_section(summary["environment"]),
     }
     hl = summary["headline"]
     body = [
         f"<header><h1>{esc(summary['title'])}</h1><p>{esc(summary['subtitle'])}</p></header>",
-        "<nav>" + "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS) + "</nav>",
+        "<nav>" + "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS if k in summary) + "</nav>",
         "<main>",
         '<div class="cards">' + "".join(card(k, v) for k, v in hl.items()) + "</div>",
     ]
     for key, title in SECTIONS:
+        if key not in summary:
+            continue
         body.append(f'<section id="{key}"><h2>{esc(title)}</h2>{builders[key]()}</section>')
     body.append("</main>")
     page = (

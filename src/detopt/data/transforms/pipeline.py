@@ -408,13 +408,29 @@ class Compose:
         return out
 
 
-def default_pipeline(size: int, close_mosaic: int = 10) -> Compose:
-    """The default training pipeline: mosaic → affine (crop back to ``size``) → HSV → flip."""
-    return Compose(
-        [Mosaic(size), RandomAffine(size=size, translate=0.1, scale=0.5), HSV(), HFlip()],
-        size,
-        close_mosaic=close_mosaic,
-    )
+def default_pipeline(
+    size: int,
+    close_mosaic: int = 10,
+    *,
+    mosaic: float = 1.0,
+    copy_paste: float = 0.0,
+    mixup: float = 0.0,
+    translate: float = 0.1,
+    scale: float = 0.5,
+    hsv: tuple[float, float, float] = (0.015, 0.7, 0.4),
+    fliplr: float = 0.5,
+) -> Compose:
+    """The default training pipeline: mosaic → affine (crop back to ``size``) → [copy-paste] →
+    [MixUp] → HSV → flip. The arguments are the probabilities and gains of ``TrainConfig``
+    (``mosaic=0.5`` mosaics half the images); copy-paste and MixUp join only when their
+    probability is positive, so the defaults give the plain four-step pipeline."""
+    steps: list[Transform] = [Mosaic(size, p=mosaic), RandomAffine(size=size, translate=translate, scale=scale)]
+    if copy_paste > 0:
+        steps.append(CopyPaste(p=copy_paste))
+    if mixup > 0:
+        steps.append(MixUp(p=mixup))
+    steps += [HSV(1.0, *hsv), HFlip(p=fliplr)]
+    return Compose(steps, size, close_mosaic=close_mosaic)
 
 
 def build_pipeline(cfg: dict[str, Any] | str | Path, size: int | None = None) -> Compose:
