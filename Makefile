@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detopt-installed
 
-.PHONY: demo demo-quick test test-thorough bench lint browser clean
+.PHONY: demo demo-quick test test-thorough bench lint browser postgres clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo-quick: $(STAMP)
 browser:
 	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; }
+
+# A throwaway PostgreSQL server for the tuner's distributed test (.ci/run starts its own):
+#   eval "$(make -s postgres)" && make test
+postgres:
+	@echo "export DETOPT_POSTGRES_URL=$$(scripts/postgres.sh start /tmp/detopt-postgres)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

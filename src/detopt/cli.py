@@ -1038,7 +1038,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "journal file path (default OUT/study.journal)")
     tu.add_argument("--study", help="study name in the storage (default detopt)")
     tu.add_argument("--workers", type=_int_at_least(1), help="trial processes on this machine (default 1)")
-    tu.add_argument("--threads", type=_int_at_least(1), help="torch threads per worker (default cores/workers)")
+    tu.add_argument("--threads", type=_int_at_least(1),
+                    help="torch threads per worker (default cores / workers)")
     tu.add_argument("--sampler", choices=["tpe", "random", "cmaes"], help="default tpe")
     tu.add_argument("--pruner", choices=["hyperband", "median", "none"], help="default hyperband")
     tu.add_argument("--seed", type=int, help="sampler and trial seed (default 0)")

@@ -196,13 +196,13 @@ class TuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(description="the data set (data.yaml, COCO json, VOC root); trials validate on its val split")
+    data: str = Field(description="the data set (data.yaml, COCO json, VOC root); trials score its val split")
     out: str = Field(description="the study folder: trials/, trials.csv, best.yaml, plots, report.html")
-    space: str | None = Field(None, description="YAML search space (default: detopt.tune.space.DEFAULT_SPACE)")
+    space: str | None = Field(None, description="YAML search space (default: tune.space.DEFAULT_SPACE)")
     trials: int = Field(20, ge=1, description="trials of the study (counted over every worker and re-run)")
     time: float | None = Field(None, description="stop starting trials after this long (a re-run goes on)")
     trial_time: float | None = Field(None, description="each trial's training budget (default 3m)")
-    trial_epochs: int | None = Field(None, ge=1, description="each trial's epochs, instead of trial_time")
+    trial_epochs: int | None = Field(None, ge=1, description="each trial's epochs (not with trial_time)")
     storage: str | None = Field(None, description="SQLAlchemy URL; default a journal file in out")
     study: str = Field("detopt", min_length=1, description="study name in the storage")
     workers: int = Field(1, ge=1, description="processes running trials on this machine")
@@ -211,7 +211,7 @@ class TuneConfig(BaseModel):
     pruner: Literal["hyperband", "median", "none"] = "hyperband"
     seed: int = Field(0, description="seed of the sampler (worker i uses seed + i) and of every trial")
     heartbeat: float = Field(10.0, gt=0, description="seconds between a running trial's heartbeats")
-    grace: float | None = Field(None, gt=0, description="a trial silent this long is failed (default 6 heartbeats)")
+    grace: float | None = Field(None, gt=0, description="a trial silent this long is dead (default 6 beats)")
     postprocess: bool = Field(True, description="tune NMS method, IoU and score threshold on the best trial")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys every trial uses")
 

@@ -329,10 +329,15 @@ def _tune_section(s: dict[str, Any], root: Path) -> str:
     best = s["best"]
     keys = list(s["space"])
     head = ("trial", "state", "mAP50-95", "epochs", "seconds", *keys)
-    order = sorted(s["trials"], key=lambda r: -(r["value"] if isinstance(r["value"], float) else -1.0))
-    rows = [(r["number"], r["state"], r["value"] if r["value"] != "" else None, r["epochs"],
-             r["seconds"] if r["seconds"] != "" else None,
-             *[r[k] if r[k] != "" else None for k in keys]) for r in order]
+    def value(r: dict[str, Any]) -> float:
+        return r["value"] if isinstance(r["value"], float) else -1.0
+
+    def cell(v: Any) -> Any:
+        return None if v == "" else v
+
+    order = sorted(s["trials"], key=lambda r: -value(r))
+    rows = [(r["number"], r["state"], cell(r["value"]), r["epochs"], cell(r["seconds"]),
+             *[cell(r[k]) for k in keys]) for r in order]
     parts = [
         f'<p class="note">Each trial is a training run of {esc(s["trial_budget"])} scored by mAP50-95 on the '
         f"validation split after every epoch; the {esc(s['pruner'])} pruner stops weak trials early. "
@@ -343,10 +348,11 @@ def _tune_section(s: dict[str, Any], root: Path) -> str:
     if best is not None:
         first = s.get("first_trial_value")
         vs = f" (the first trial: {first:.4f})" if isinstance(first, float) else ""
-        parts.append(f"<p>Best: trial {best['number']}, mAP50-95 <b>{best['value']:.4f}</b>{vs}; its keys are in "
-                     "<code>best.yaml</code> (<code>detopt train --cfg best.yaml</code>). These are findings on "
-                     "the validation split with short trials: confirm them on held-out data with a full run "
-                     "before adopting them.</p>")
+        parts.append(
+            f"<p>Best: trial {best['number']}, mAP50-95 <b>{best['value']:.4f}</b>{vs}; its keys are in "
+            "<code>best.yaml</code> (<code>detopt train --cfg best.yaml</code>). These are findings on the "
+            "validation split with short trials: confirm them on held-out data with a full run before "
+            "adopting them.</p>")
         parts.append(table(("key", "best value"), [(k, v) for k, v in best["params"].items()], digits=5))
     post = s.get("postprocess")
     if post:
@@ -385,7 +391,8 @@ def _environment_section(s: dict[str, Any]) -> str:
 
 def write_report(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write ``run_dir/report.html`` from the step summaries (keys: ``title``, ``headline``, and
-    one per section of :data:`SECTIONS` it shows: a section without its key is left out). Figure paths in the summaries are relative to
+    one per section of :data:`SECTIONS` it shows: a section without its key is left out). Figure
+    paths in the summaries are relative to
     ``run_dir`` (or absolute); the page refers to them relative to ``run_dir``."""
     root = Path(run_dir).resolve()
     builders = {

@@ -100,9 +100,14 @@ def tune_postprocess(run: Path, log: Any) -> dict[str, Any] | None:
                                  allow_outside_root=tcfg.allow_outside_root, max_pixels=tcfg.max_pixels)
     res = study(collect_candidates(model, val, names, batch_size=16), score_grid=(0.001, 0.01, 0.05),
                 nms_iou_grid=(0.5, 0.6, 0.7))
-    s = res.best.setting
-    return {"method": s.method, "iou_thr": s.iou_thr, "score_thr": s.score_thr, "label": res.best.label,
-            "ap": res.best.ap, "default_ap": res.default.ap, "holdout": res.holdout}
+    # a training config carries a method, its IoU and score thresholds: the best setting with the
+    # method's own sigma and per-class suppression (what best.yaml can say)
+    expressible = [r for r in res.results if r.setting.sigma is None and not r.setting.agnostic]
+    pick = max(expressible, key=lambda r: (r.ap, -r.ms_per_image))
+    s = pick.setting
+    return {"method": s.method, "iou_thr": s.iou_thr, "score_thr": s.score_thr, "label": pick.label,
+            "ap": pick.ap, "default_ap": res.default.ap, "holdout": res.holdout,
+            "best_any": {"label": res.best.label, "ap": res.best.ap}}
 
 
 def write_plots(study: optuna.Study, out: Path, log: Any) -> dict[str, str]:
@@ -122,10 +127,14 @@ def write_plots(study: optuna.Study, out: Path, log: Any) -> dict[str, str]:
         "parallel": lambda: ovm.plot_parallel_coordinate(study),
         "intermediate": lambda: ovm.plot_intermediate_values(study),
     }
+    import warnings
+
     paths = {}
     for name, make in makers.items():
         try:
-            ax = make()
+            with warnings.catch_warnings():  # few trials: "importances will be equal", flat axes
+                warnings.simplefilter("ignore", UserWarning)
+                ax = make()
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(8, 5)
             fig.tight_layout()
@@ -135,7 +144,8 @@ def write_plots(study: optuna.Study, out: Path, log: Any) -> dict[str, str]:
             paths[name] = path.name
         except Exception as e:  # too few complete trials, one value only, ...
             plt.close("all")
-            log(f"plot {name} skipped: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log(f"plot {name} skipped: {why}")
     return paths
 
 

@@ -103,8 +103,12 @@ def open_storage(url: str | None, out: str | Path) -> BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DetoptInputError(f"storage {masked(url)}: cannot open it: {first}") from None
+        cause = e.__cause__
+        if isinstance(cause, ModuleNotFoundError):  # optuna hides which driver is missing
+            raise DetoptInputError(
+                f"storage {masked(url)}: its database driver is not installed ({cause}; for PostgreSQL: "
+                "pip install 'psycopg[binary]')") from None
+        raise DetoptInputError(f"storage {masked(url)}: cannot open it: {_one_line(e)}") from None
 
 
 # --------------------------------------------------------------------------- sampler, pruner

@@ -43,7 +43,8 @@ class Range:
 
     def suggest(self, trial: optuna.Trial, name: str) -> float | int:
         if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            step = int(self.step or 1)
+            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
     def describe(self) -> dict[str, Any]:

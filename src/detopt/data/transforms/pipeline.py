@@ -424,7 +424,8 @@ def default_pipeline(
     [MixUp] → HSV → flip. The arguments are the probabilities and gains of ``TrainConfig``
     (``mosaic=0.5`` mosaics half the images); copy-paste and MixUp join only when their
     probability is positive, so the defaults give the plain four-step pipeline."""
-    steps: list[Transform] = [Mosaic(size, p=mosaic), RandomAffine(size=size, translate=translate, scale=scale)]
+    steps: list[Transform] = [Mosaic(size, p=mosaic),
+                              RandomAffine(size=size, translate=translate, scale=scale)]
     if copy_paste > 0:
         steps.append(CopyPaste(p=copy_paste))
     if mixup > 0:
