@@ -135,3 +135,16 @@ def test_readme_prune_commands_run(tmp_path):
     assert (tmp_path / "runs/pruned-pr/steps/1/best.pt").is_file()
     sparse = json.loads((tmp_path / "runs/sparse-pr/prune.json").read_text())
     assert sparse["method"] == "unstructured" and sparse["size"]["gzip_after"] < sparse["size"]["gzip_before"]
+
+
+def test_readme_tune_commands_run(tmp_path):
+    """The README's `detopt tune` block runs as written: two workers, a resumed and extended study,
+    best.yaml into detopt train."""
+    import csv
+
+    _run_bash_block("detopt tune", tmp_path)
+    rows = list(csv.DictReader((tmp_path / "runs/tune-tu/trials.csv").open()))
+    assert sorted(int(r["slot"]) for r in rows) == [0, 1, 2, 3]
+    assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
+    assert (tmp_path / "runs/train-tu/last.pt").is_file()
+    assert (tmp_path / "runs/tune-tu/report.html").is_file()

@@ -56,12 +56,13 @@ def _study(url, out, name="detopt"):
 def _check_accounted(study, n):
     """Every slot 0..n-1 ended exactly once (complete or pruned); nothing waits or runs; each
     failed trial was a dead worker's and was retried once with its parameters."""
+    S = optuna.trial.TrialState
     trials = study.get_trials()
-    done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    done = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED)]
     assert sorted(t.user_attrs["slot"] for t in done) == list(range(n))
     assert len({t.number for t in trials}) == len(trials)
-    assert not [t for t in trials if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)]
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert not [t for t in trials if t.state in (S.WAITING, S.RUNNING)]
+    failed = [t for t in trials if t.state == S.FAIL]
     for f in failed:
         assert "no heartbeat" in f.user_attrs["error"]
         retry = [t for t in trials if t.user_attrs.get("retry_of") == f.number]
@@ -193,7 +194,9 @@ def test_rerun_resumes_extends_and_refuses_another_study(data, space_file, tmp_p
     search(cfg, log=lambda m: None)  # the same command again: nothing left to run
     assert len(_study(None, cfg.out).get_trials()) == 2
     search(cfg.model_copy(update={"trials": 3}), log=lambda m: None)  # one more slot
-    assert sorted(t.user_attrs["slot"] for t in _study(None, cfg.out).get_trials()) == [0, 1, 2]
+    trials = _study(None, cfg.out).get_trials()
+    assert sorted(t.user_attrs["slot"] for t in trials) == [0, 1, 2]
+    assert trials[2].params not in (trials[0].params, trials[1].params)  # the seed's draws not replayed
     other = cfg.model_copy(update={"trial_epochs": 2})
     with pytest.raises(DetoptInputError, match="made with other trial_epochs"):
         search(other, log=lambda m: None)

@@ -365,12 +365,17 @@ def run_worker(cfg: TuneConfig, index: int = 0, deadline: float | None = None,
     """Claim and run waiting trials of the study until none waits and none runs (a running one
     is waited for: it may yet die and be retried), or until ``deadline`` (``time.time()``)."""
     optuna = _optuna()
+    from optuna.trial import TrialState
+
     space = trial_space(cfg)
     storage = open_storage(cfg.storage, cfg.out)
+    study = optuna.load_study(study_name=cfg.study, storage=storage)
+    # a resumed study must not replay the first draws of its seed: the sampler's seed also counts
+    # the trials already started (0 for a new study: worker i draws with seed + i)
+    started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
     study = optuna.load_study(study_name=cfg.study, storage=storage,
-                              sampler=make_sampler(cfg.sampler, cfg.seed + index),
+                              sampler=make_sampler(cfg.sampler, cfg.seed + index + 7919 * started),
                               pruner=make_pruner(cfg.pruner, cfg.trial_epochs))
-    from optuna.trial import TrialState
 
     out = WorkerSummary()
     while deadline is None or time.time() < deadline:

@@ -332,3 +332,42 @@ def test_hsv_gain_is_per_channel_gain_in_hsv():
     out = color.hsv_gain(red, Top(), 0.015, 0.0, 0.0)  # hue 179 * 1.015 = 181.7 -> 182 = 2
     want = cv2.cvtColor(np.array([[[2, s0, v0]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
     assert (out == want).all()
+
+
+def test_default_pipeline_keys_build_the_same_steps_as_the_yaml_pipeline():
+    """TrainConfig's augmentation keys (what the tuner searches): the default pipeline with them
+    equals the YAML pipeline that spells the same steps, draw for draw; at the defaults it is the
+    plain four steps."""
+    pool = scenes(2, 6)
+    plain = default_pipeline(160)
+    assert [t.name for t in plain.transforms] == ["mosaic", "affine", "hsv", "hflip"]
+    kw = {"mosaic": 0.6, "copy_paste": 0.4, "mixup": 0.3, "translate": 0.2, "scale": 0.3,
+          "hsv": (0.02, 0.5, 0.3), "fliplr": 0.25}
+    pipe = default_pipeline(160, close_mosaic=2, **kw)
+    yaml_pipe = build_pipeline({"size": 160, "close_mosaic": 2, "transforms": [
+        {"name": "mosaic", "p": 0.6}, {"name": "affine", "translate": 0.2, "scale": 0.3},
+        {"name": "copy_paste", "p": 0.4}, {"name": "mixup", "p": 0.3},
+        {"name": "hsv", "h": 0.02, "s": 0.5, "v": 0.3}, {"name": "hflip", "p": 0.25}]})
+    assert [t.name for t in pipe.transforms] == [t.name for t in yaml_pipe.transforms]
+    mosaics = 0
+    for seed in range(6):
+        a = pipe(pool[0], np.random.default_rng(seed), fake_source(pool))
+        b = yaml_pipe(pool[0], np.random.default_rng(seed), fake_source(pool))
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+        mosaics += len(a.labels) > len(pool[0].labels)
+    assert 0 < mosaics  # some draws mixed images in
+
+
+def test_train_config_augmentation_keys_reach_the_pipeline(synth_dir, tmp_path):
+    from detopt.config import TrainConfig
+    from detopt.engine import Trainer
+
+    cfg = TrainConfig(data=str(synth_dir / "data.yaml"), out=str(tmp_path), model="yolo-p", imgsz=64,
+                      epochs=1, batch=8, workers=0, val=False, progress=False, mosaic=0.5, mixup=0.2,
+                      copy_paste=0.1, hsv_h=0.03, fliplr=0.0)
+    pipe = Trainer(cfg).build_pipeline()
+    steps = {t.name: t for t in pipe.transforms}
+    assert list(steps) == ["mosaic", "affine", "copy_paste", "mixup", "hsv", "hflip"]
+    probs = (steps["mosaic"].p, steps["mixup"].p, steps["copy_paste"].p, steps["hflip"].p)
+    assert probs == (0.5, 0.2, 0.1, 0.0)
+    assert steps["hsv"].gains == (0.03, 0.7, 0.4)
