@@ -136,7 +136,8 @@ def write_plots(study: optuna.Study, out: Path, log: Any) -> dict[str, str]:
                 warnings.simplefilter("ignore", UserWarning)
                 ax = make()
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            fig.set_size_inches(8, 5)
+            keys = len(study.best_trial.params) if name == "parallel" else 0
+            fig.set_size_inches(max(8.0, 1.1 * keys), 5)  # parallel coordinates: room per axis
             fig.tight_layout()
             path = out / f"{name}.png"
             fig.savefig(path, dpi=100)

@@ -251,19 +251,27 @@ def fail_stale(study: optuna.Study, storage: BaseStorage, stale_after: float,
             beat = t.datetime_start.timestamp() if t.datetime_start is not None else now
         if now - beat <= stale_after:
             continue
-        tid = _trial_id(t)
+        why = f"no heartbeat for {now - beat:.0f} s: its worker {t.system_attrs.get(WORKER_ATTR, '?')} died"
         try:
-            storage.set_trial_user_attr(
-                tid, "error", f"no heartbeat for {now - beat:.0f} s: its worker "
-                f"{t.system_attrs.get(WORKER_ATTR, '?')} died")
-            storage.set_trial_state_values(tid, TrialState.FAIL)
+            fail_and_retry(study, storage, t, why)
         except UpdateFinishedTrialError:
             continue  # another worker failed it first (and retries it)
         failed.append(t.number)
-        if "retry_of" not in t.user_attrs:
-            study.enqueue_trial(dict(t.params), user_attrs={"slot": t.user_attrs.get("slot"),
-                                                            "retry_of": t.number})
     return failed
+
+
+def fail_and_retry(study: optuna.Study, storage: BaseStorage, t: optuna.trial.FrozenTrial, why: str) -> None:
+    """Mark the running trial ``t`` failed with ``why`` (user attr ``error``) and, unless it was
+    itself a retry, queue its parameters and slot once more. Raises optuna's
+    ``UpdateFinishedTrialError`` when the trial already ended (another worker won)."""
+    from optuna.trial import TrialState
+
+    tid = _trial_id(t)
+    storage.set_trial_user_attr(tid, "error", why)
+    storage.set_trial_state_values(tid, TrialState.FAIL)
+    if "retry_of" not in t.user_attrs:
+        study.enqueue_trial(dict(t.params),
+                            user_attrs={"slot": t.user_attrs.get("slot"), "retry_of": t.number})
 
 
 def claim(study: optuna.Study, storage: BaseStorage) -> int | None:
@@ -345,6 +353,12 @@ def run_trial(cfg: TuneConfig, study: optuna.Study, storage: BaseStorage, trial_
                     f"after {trainer.epochs} epochs")
         except UpdateFinishedTrialError:
             log(f"trial {trial.number}: failed by another worker (no heartbeat seen); dropped here")
+        except KeyboardInterrupt:  # not the trial's fault: queue it again for the re-run
+            try:
+                fail_and_retry(study, storage, storage.get_trial(trial_id), "interrupted (Ctrl-C)")
+            except UpdateFinishedTrialError:
+                pass
+            raise
         except (DetoptError, RuntimeError, ValueError, FloatingPointError) as e:
             try:
                 trial.set_user_attr("error", _one_line(e))
