@@ -191,6 +191,10 @@ class DemoConfig(BaseModel):
         return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in base.items()}
 
 
+TRIAL_KEYS = frozenset({"data", "out", "epochs", "time", "seed", "val", "val_every", "progress"})
+"""TrainConfig keys each tuning trial sets itself (not fixed by the user, not searched)."""
+
+
 class TuneConfig(BaseModel):
     """What ``detopt tune`` uses (:func:`detopt.tune.search`): an Optuna study over training runs."""
 
@@ -223,6 +227,10 @@ class TuneConfig(BaseModel):
     @field_validator("train")
     @classmethod
     def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        own = sorted(set(v) & TRIAL_KEYS)
+        if own:
+            raise ValueError(f"{', '.join(own)}: set by each trial (the budget: trial_time or trial_epochs; "
+                             "the folder: under out; the seed: seed)")
         try:
             build_config(TrainConfig, {"data": "-"} | v)
         except DetoptInputError as e:

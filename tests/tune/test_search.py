@@ -231,6 +231,7 @@ def test_best_yaml_round_trips_into_train(data, space_file, tmp_path, capsys):
     (["--storage", "postgresql://u:secret@127.0.0.1:1/x"], "storage postgresql://u:***@127.0.0.1:1/x"),
     (["--storage", "redis://127.0.0.1/0"], "unknown scheme 'redis'"),
     (["bogus_key=1"], "unknown config key(s): 'bogus_key'"),
+    (["epochs=3"], "epochs: set by each trial"),
 ])
 def test_bad_input_is_one_line_before_training(data, space_file, tmp_path, capsys, args, needle):
     out = tmp_path / "study"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from detopt.config import TrainConfig, build_config
+from detopt.config import TRIAL_KEYS, TrainConfig, build_config
 from detopt.errors import DetoptInputError
 
 if TYPE_CHECKING:
@@ -95,10 +95,10 @@ DEFAULT_SPACE: dict[str, Param] = {
 """The default space: the guide's ranges (learning rate 1e-4 to 1e-1, weight decay 1e-5 to 1e-3,
 momentum, warmup) and the recipe's gains and augmentation probabilities around their defaults."""
 
-# keys a trial sets itself: searching them would change what a trial is, not how it trains
-RESERVED = frozenset({"data", "images", "out", "epochs", "time", "seed", "device", "progress",
-                      "val", "val_split", "val_every", "resume", "allow_outside_root", "max_pixels",
-                      "tensorboard", "workers"})
+# keys a trial sets itself or that say where and on what it runs: searching them would change
+# what a trial is, not how it trains
+RESERVED = TRIAL_KEYS | {"images", "device", "val_split", "allow_outside_root", "max_pixels", "tensorboard",
+                         "workers", "skip_invalid", "cache", "deterministic", "teacher"}
 
 
 def _check_value(key: str, value: Any, where: str) -> None:
