@@ -8,7 +8,7 @@ from detopt.cli import main
 
 # every command that works, with a test of its own (tests/): the help must list exactly these
 COMMANDS = {"info", "eval", "data", "anchors", "train", "val", "predict", "export", "quantize", "prune",
-            "demo"}
+            "tune", "demo"}
 DATA_COMMANDS = {"synth", "convert", "validate", "stats", "split", "preview"}
 
 
