@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_quantize.py --quick
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_prune.py --budget 3m
+	$(PY) benchmarks/bench_tune.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

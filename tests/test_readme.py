@@ -143,8 +143,17 @@ def test_readme_tune_commands_run(tmp_path):
     import csv
 
     _run_bash_block("detopt tune", tmp_path)
-    rows = list(csv.DictReader((tmp_path / "runs/tune-tu/trials.csv").open()))
+    study = tmp_path / "runs/tune-tu"
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    # two workers on one journal file, then a re-run that adds a slot: exactly 4 trials, every
+    # slot once, nothing failed, no lock error or traceback in the workers' logs
     assert sorted(int(r["slot"]) for r in rows) == [0, 1, 2, 3]
+    assert sorted(int(r["number"]) for r in rows) == [0, 1, 2, 3]
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
+    logs = [p.read_text() for p in sorted(study.glob("worker-*.log"))]
+    assert len(logs) == 2 and "trial" in "".join(logs)
+    for bad in ("locked", "Traceback", "Error"):
+        assert bad not in "".join(logs)
+    assert sorted(p.name for p in (study / "trials").iterdir()) == ["0000", "0001", "0002", "0003"]
     assert (tmp_path / "runs/train-tu/last.pt").is_file()
     assert (tmp_path / "runs/tune-tu/report.html").is_file()
