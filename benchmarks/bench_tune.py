@@ -33,7 +33,7 @@ from detopt.data.dataset import dataset_from_source
 from detopt.data.synth import write_synthetic
 from detopt.engine import Trainer, evaluate_detector
 from detopt.inference import default_postprocessor, load_weights
-from detopt.tune.search import open_storage, search
+from detopt.tune.hpo import open_storage, search
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:

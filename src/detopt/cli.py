@@ -722,7 +722,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     """An Optuna study over training runs: trials.csv, best.yaml, plots and report.html in OUT."""
     from detopt.config import TuneConfig, build_config, parse_overrides
-    from detopt.tune.search import search
+    from detopt.tune.hpo import search
 
     values = {
         "data": args.data, "out": args.out, "space": args.space, "trials": args.trials, "time": args.time,

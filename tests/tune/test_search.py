@@ -18,7 +18,7 @@ from detopt.cli import main
 from detopt.config import TrainConfig, TuneConfig, load_config
 from detopt.data.synth import write_synthetic
 from detopt.errors import DetoptInputError
-from detopt.tune.search import claim, fail_stale, open_storage, prepare_study, run_trial, search, trial_space
+from detopt.tune.hpo import claim, fail_stale, open_storage, prepare_study, run_trial, search, trial_space
 
 TRAIN = ["model=yolo-p", "imgsz=64", "batch=8", "workers=0"]
 SPACE = "lr0: {low: 0.001, high: 0.05, log: true}\nmomentum: {low: 0.8, high: 0.95}\nmosaic: [0.0, 1.0]\n"
@@ -102,7 +102,7 @@ def test_two_workers_on_postgresql(data, space_file, tmp_path):
 
 def test_study_killed_mid_trial_resumes_with_every_trial_accounted(data, space_file, tmp_path):
     out = tmp_path / "study"
-    cmd = _cmd(data, out, space_file, "--trials", "3", "--trial-epochs", "6", "--heartbeat", "0.5")
+    cmd = _cmd(data, out, space_file, "--trials", "2", "--trial-epochs", "4", "--heartbeat", "0.5")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -123,10 +123,10 @@ def test_study_killed_mid_trial_resumes_with_every_trial_accounted(data, space_f
     killed = running[0].number
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    trials = _check_accounted(_study(None, out), 3)
+    trials = _check_accounted(_study(None, out), 2)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert [t.number for t in failed] == [killed]
-    assert len(trials) == 4  # three slots and one retry
+    assert len(trials) == 3  # two slots and one retry
 
 
 def test_pruner_stops_the_trainer_and_the_trial_is_pruned(data, space_file, tmp_path):

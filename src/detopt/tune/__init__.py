@@ -1,5 +1,7 @@
-"""Tuning: the post-processing study (methods and thresholds scored on validation data)."""
+"""Tuning: the post-processing study (methods and thresholds scored on validation data) and the
+hyperparameter search (:func:`search`: an Optuna study of training runs, :mod:`detopt.tune.hpo`)."""
 
+from detopt.tune.hpo import search
 from detopt.tune.postprocess import (
     DEFAULT,
     METHOD_SWEEPS,
@@ -25,5 +27,6 @@ __all__ = [
     "best_per_method",
     "collect_candidates",
     "run_setting",
+    "search",
     "study",
 ]

@@ -23,7 +23,7 @@ CSV_FIXED = ("number", "slot", "state", "value", "epochs", "seconds", "retry_of"
 def trial_rows(study: optuna.Study, space: dict[str, Param]) -> list[dict[str, Any]]:
     """One row per trial of the study, in number order: number, slot, state, value (mAP50-95;
     a pruned trial's last), epochs run, training seconds, retry_of, worker, error, parameters."""
-    from detopt.tune.search import WORKER_ATTR
+    from detopt.tune.hpo import WORKER_ATTR
 
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -55,7 +55,7 @@ def write_trials_csv(rows: list[dict[str, Any]], space: dict[str, Param], path: 
 def best_values(cfg: TuneConfig, best: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The keys the best trial trained with, less what only a trial sets (its folder, the
     per-epoch validation the pruner needs, the progress bar): ``detopt train --cfg`` takes them."""
-    from detopt.tune.search import trial_values
+    from detopt.tune.hpo import trial_values
 
     values = trial_values(cfg, dict(best.params), best.number)
     for key in ("out", "val", "val_every", "progress"):

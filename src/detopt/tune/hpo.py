@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from detopt.config import TrainConfig, TuneConfig, build_config, save_config
 from detopt.errors import DetoptError, DetoptInputError
 from detopt.tune.space import Param, describe, read_space, suggest, without
@@ -413,12 +411,12 @@ def _set_threads(cfg: TuneConfig) -> None:
 
 
 def _spawn_workers(cfg: TuneConfig, deadline: float | None, log: Any) -> list[int]:
-    """``cfg.workers`` processes on this machine (``python -m detopt.tune.search``); their exit codes."""
+    """``cfg.workers`` processes on this machine (``python -m detopt.tune.worker``); their exit codes."""
     out = Path(cfg.out)
     cfg_path = out / "tune.yaml"
     procs = []
     for i in range(cfg.workers):
-        args = [sys.executable, "-m", "detopt.tune.search", str(cfg_path), str(i),
+        args = [sys.executable, "-m", "detopt.tune.worker", str(cfg_path), str(i),
                 "" if deadline is None else repr(deadline)]
         log_file = (out / f"worker-{i}.log").open("ab")
         procs.append((subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT), log_file))
@@ -458,8 +456,8 @@ def search(cfg: TuneConfig, log: Any = print) -> dict[str, Any]:
     return write_results(cfg, study, space, wall=time.perf_counter() - t0, log=log)
 
 
-def _worker_main(argv: list[str]) -> int:
-    """``python -m detopt.tune.search TUNE_YAML INDEX [DEADLINE]``: one worker of ``--workers``."""
+def worker_main(argv: list[str]) -> int:
+    """``python -m detopt.tune.worker TUNE_YAML INDEX [DEADLINE]``: one worker of ``--workers``."""
     from detopt.config import load_config
 
     cfg = load_config(TuneConfig, argv[0])
@@ -469,11 +467,3 @@ def _worker_main(argv: list[str]) -> int:
     run_worker(cfg, int(argv[1]), deadline, log=lambda m: print(m, flush=True))
     return 0
 
-
-def read_best(path: str | Path) -> dict[str, Any]:
-    """The config keys of a ``best.yaml`` (comments dropped)."""
-    return yaml.safe_load(Path(path).read_text())
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1:]))
