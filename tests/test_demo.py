@@ -229,8 +229,12 @@ def test_demo_config_defaults_and_errors():
         "minutes": 8.0,
         "train_images": 2000,
         "val_images": 300,
-        "model": "yolo-n",
+        "model": None,  # the short-budget recipe's choice
     }
+    from detopt.demo import _train_config
+
+    assert _train_config(Path("run"), DemoConfig()).model == "yolo-p"
+    assert _train_config(Path("run"), DemoConfig(minutes=30)).model == "yolo-n"  # past the recipe's 20 min
     q = DemoConfig(quick=True, minutes=1.5).resolved()
     assert q["minutes"] == 1.5 and q["model"] == "yolo-p"
     from detopt.config import build_config

@@ -212,7 +212,6 @@ def _train_config(run: Path, cfg: DemoConfig) -> TrainConfig:
     values = {
         "data": str(run / "data" / "data.yaml"),
         "out": str(run / "train"),
-        "model": r["model"],
         "imgsz": cfg.imgsz,
         "time": r["minutes"] * 60.0,
         "batch": 16,
@@ -220,8 +219,9 @@ def _train_config(run: Path, cfg: DemoConfig) -> TrainConfig:
         "device": cfg.device,
         "seed": cfg.seed,
         "progress": sys.stderr.isatty(),
-    } | dict(cfg.train)
-    # the short-budget recipe (nbs, warmup, close-mosaic) fills the keys not given, as in `train`
+    } | ({"model": r["model"]} if r["model"] is not None else {}) | dict(cfg.train)
+    # the short-budget recipe (nbs, warmup, close-mosaic, the model) fills the keys not given, as
+    # in `train`
     return adapt_to_budget(build_config(TrainConfig, values))[0]
 
 
