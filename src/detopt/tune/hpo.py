@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -339,7 +338,6 @@ def run_trial(cfg: TuneConfig, study: optuna.Study, storage: BaseStorage, trial_
             reporter = TrialReporter(trial)
             trainer = Trainer(build_config(TrainConfig, values), callbacks=[reporter])
             summary = trainer.train()
-            trial.set_user_attr("epochs", len(trial.storage.get_trial(trial_id).intermediate_values))
             trial.set_user_attr("seconds", round(float(summary["elapsed"]), 2))
             if reporter.pruned:
                 study.tell(trial, state=TrialState.PRUNED)
@@ -366,32 +364,27 @@ def run_trial(cfg: TuneConfig, study: optuna.Study, storage: BaseStorage, trial_
             log(f"trial {trial.number}: failed: {_one_line(e)}")
 
 
-@dataclass
-class WorkerSummary:
-    ran: int = 0
-    failed_stale: list[int] = field(default_factory=list)
-
-
-def run_worker(cfg: TuneConfig, index: int = 0, deadline: float | None = None,
-               log: Any = print) -> WorkerSummary:
+def run_worker(cfg: TuneConfig, index: int = 0, deadline: float | None = None, log: Any = print,
+               storage: BaseStorage | None = None, space: dict[str, Param] | None = None) -> int:
     """Claim and run waiting trials of the study until none waits and none runs (a running one
-    is waited for: it may yet die and be retried), or until ``deadline`` (``time.time()``)."""
+    is waited for: it may yet die and be retried), or until ``deadline`` (``time.time()``).
+    ``storage`` and ``space``: the caller's (in-process), else opened and read from ``cfg``.
+    Returns the number of trials this worker ran."""
     optuna = _optuna()
     from optuna.trial import TrialState
 
-    space = trial_space(cfg)
-    storage = open_storage(cfg.storage, cfg.out)
+    space = trial_space(cfg) if space is None else space
+    storage = open_storage(cfg.storage, cfg.out) if storage is None else storage
     study = optuna.load_study(study_name=cfg.study, storage=storage)
     # a resumed study must not replay the first draws of its seed: the sampler's seed also counts
     # the trials already started (0 for a new study: worker i draws with seed + i)
-    started = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
-    study = optuna.load_study(study_name=cfg.study, storage=storage,
-                              sampler=make_sampler(cfg.sampler, cfg.seed + index + 7919 * started),
-                              pruner=make_pruner(cfg.pruner, cfg.trial_epochs))
+    started = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + index + 7919 * started)
+    study.pruner = make_pruner(cfg.pruner, cfg.trial_epochs)
 
-    out = WorkerSummary()
+    ran = 0
     while deadline is None or time.time() < deadline:
-        out.failed_stale += fail_stale(study, storage, cfg.stale_after)
+        fail_stale(study, storage, cfg.stale_after)
         tid = claim(study, storage)
         if tid is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -399,8 +392,8 @@ def run_worker(cfg: TuneConfig, index: int = 0, deadline: float | None = None,
             time.sleep(min(cfg.heartbeat, 2.0))
             continue
         run_trial(cfg, study, storage, tid, space, log)
-        out.ran += 1
-    return out
+        ran += 1
+    return ran
 
 
 def _set_threads(cfg: TuneConfig) -> None:
@@ -447,7 +440,7 @@ def search(cfg: TuneConfig, log: Any = print) -> dict[str, Any]:
     t0 = time.perf_counter()
     if cfg.workers == 1:
         _set_threads(cfg)
-        run_worker(cfg, 0, deadline, log)
+        run_worker(cfg, 0, deadline, log, storage=storage, space=space)
     else:
         codes = _spawn_workers(cfg, deadline, log)
         bad = [i for i, c in enumerate(codes) if c != 0]

@@ -155,21 +155,22 @@ def write_results(cfg: TuneConfig, study: optuna.Study, space: dict[str, Param],
     """Every output of the study folder; returns the summary (also ``tune.json``)."""
     from optuna.trial import TrialState
 
+    from detopt.tune.hpo import DEFAULT_TRIAL_TIME
+
     out = Path(cfg.out)
     rows = trial_rows(study, space)
     write_trials_csv(rows, space, out / "trials.csv")
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts = {s.name: sum(r["state"] == s.name for r in rows) for s in TrialState}
     summary: dict[str, Any] = {
         "study": cfg.study,
-        "storage": "journal file study.journal" if cfg.storage is None else "database",
         "target_trials": int(study.user_attrs.get("detopt_trials", cfg.trials)),
         "counts": counts,
         "space": describe(space),
         "sampler": cfg.sampler,
         "pruner": cfg.pruner,
         "trial_budget": (f"{cfg.trial_epochs} epochs" if cfg.trial_epochs is not None
-                         else f"{cfg.trial_time or 180:.0f} s"),
+                         else f"{cfg.trial_time or DEFAULT_TRIAL_TIME:.0f} s"),
         "train_seconds": round(sum(float(r["seconds"] or 0) for r in rows), 1),
         "epochs_run": sum(int(r["epochs"]) for r in rows),
         "wall_seconds": round(wall, 1),
