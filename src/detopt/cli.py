@@ -598,7 +598,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
     data_ids = ds.category_ids or list(range(1, len(data_names) + 1))
     pred_ids = label_map_by_name(w.names, w.category_ids, data_names, data_ids, args.remap, args.data)
     ev = evaluate_detector(w.model, ds, data_names, _postprocessor_from_args(w.model, args),
-                           resolve_device(args.device), batch_size=args.batch,
+                           resolve_device(args.device), batch_size=args.batch, amp=args.amp,
                            category_ids=data_ids, pred_category_ids=pred_ids)
     result = ev.result
     print(result.summary())
@@ -641,7 +641,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format or ("onnx" if Path(args.out).suffix == ".onnx" else "safetensors")
     options = {}
     if fmt == "onnx":
-        options = {"dynamic": args.dynamic, "nms": args.nms, "score_thr": args.score_thr,
+        options = {"dynamic": args.dynamic, "dynamic_batch": args.dynamic_batch, "nms": args.nms,
+                   "score_thr": args.score_thr,
                    "iou_thr": args.iou_thr, "sigma": args.sigma, "max_det": args.max_det,
                    "agnostic": args.agnostic, "opset": args.opset or OPSET}
         if args.imgsz:
@@ -729,7 +730,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         "trial_time": args.trial_time, "trial_epochs": args.trial_epochs, "storage": args.storage,
         "study": args.study, "workers": args.workers, "threads": args.threads, "sampler": args.sampler,
         "pruner": args.pruner, "seed": args.seed, "heartbeat": args.heartbeat,
-        "postprocess": not args.no_postprocess, "train": parse_overrides(args.overrides),
+        "postprocess": not args.no_postprocess, "baseline": args.baseline,
+        "train": parse_overrides(args.overrides),
     }
     s = search(build_config(TuneConfig, {k: v for k, v in values.items() if v is not None}))
     c = s["counts"]
@@ -869,6 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_post(va, SCORE_THRESHOLD)
     va.add_argument("--data", required=True, help="data.yaml, COCO json or VOC root")
     va.add_argument("--split", default="val")
+    va.add_argument("--amp", action="store_true",
+                    help="run the network under autocast: bf16 on CPU, fp16 on CUDA (torch weights)")
     va.add_argument("--save-json", help="write the predictions (COCO results + file_name) here")
     va.add_argument("--plots", help="write PR, F1 and confusion-matrix plots here")
     va.add_argument(
@@ -903,6 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     ex.add_argument("--imgsz", type=_int_at_least(32), help="ONNX input side (default: the training size)")
     ex.add_argument("--dynamic", action="store_true", help="ONNX: batch, height and width symbolic")
+    ex.add_argument("--dynamic-batch", action="store_true",
+                    help="ONNX: the batch alone symbolic (the side stays --imgsz)")
     ex.add_argument("--nms", default="nms", choices=[*ONNX_NMS.names(), "none"],
                     help="ONNX: post-processing inside the graph (default nms; none: boxes and scores)")
     ex.add_argument("--score-thr", "--conf", dest="score_thr", type=_unit_interval, default=0.25,
@@ -1047,6 +1053,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds between heartbeats of a running trial (default 10; silent for 6 = dead)")
     tu.add_argument("--no-postprocess", action="store_true",
                     help="skip the NMS / threshold study on the best trial")
+    tu.add_argument("--baseline", action="store_true",
+                    help="trial 0 trains with the base values (defaults and key=value), to compare with")
 
     de = _command(
         sub, "demo", _cmd_demo,

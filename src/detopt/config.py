@@ -80,6 +80,8 @@ class TrainConfig(BaseModel):
     out: str = "runs/train"
     model: str = "yolo-n"
     p2: bool = False
+    weights: str | None = Field(None, description="start from these weights (.pt, .safetensors): "
+                                "fine-tuning; the architecture is theirs (model and p2 are not used)")
     imgsz: int = Field(320, ge=32)
     epochs: int = Field(100, ge=1)
     time: float | None = Field(None, description="budget in seconds; sets epochs to end on time")
@@ -219,6 +221,8 @@ class TuneConfig(BaseModel):
     heartbeat: float = Field(10.0, gt=0, description="seconds between a running trial's heartbeats")
     grace: float | None = Field(None, gt=0, description="a trial silent this long is dead (default 6 beats)")
     postprocess: bool = Field(True, description="tune NMS method, IoU and score threshold on the best trial")
+    baseline: bool = Field(False, description="trial 0 trains with the base values (TrainConfig's defaults "
+                           "and the train keys) so the study shows what its best trial changes")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys every trial uses")
 
     @field_validator("time", "trial_time", mode="before")
@@ -279,6 +283,7 @@ class QuantizeConfig(BaseModel):
     workers: int = Field(2, ge=0, description="QAT data loader processes")
     val_split: str = "val"
     threads: int | None = Field(None, ge=1, description="ONNX Runtime and torch threads (default: torch's)")
+    latency: bool = Field(True, description="time every variant (the report's latency columns)")
     seed: int = Field(0, description="draws the calibration and search images")
     images: str | dict[str, str] | None = None
     allow_outside_root: bool = False

@@ -35,7 +35,8 @@ import numpy as np
 
 from detopt.config import DemoConfig, TrainConfig, build_config
 
-STEPS = ("data", "analysis", "anchors", "train", "evaluate", "postprocess", "report")
+STEPS = ("data", "analysis", "anchors", "train", "evaluate", "postprocess", "prune", "export", "deploy",
+         "tune", "report")
 
 
 # --------------------------------------------------------------------------- step cache
@@ -419,6 +420,250 @@ def study_postprocessing(
     }
 
 
+# --------------------------------------------------------------------------- the speed half
+PRUNE_RATIO = 0.5  # share of the FLOPs the prune step removes
+
+
+def _rel(run: Path, p: str | Path) -> str:
+    return Path(p).resolve().relative_to(run).as_posix()
+
+
+def _cli_path(run: Path, p: str | Path) -> str:
+    """A path for a command shown in the report: relative to the working directory when inside it."""
+    p = Path(p).resolve()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def prune_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Structured pruning of the trained model (half its FLOPs, L1 importance, widths multiples of
+    8), fine-tuned for one epoch with the unpruned model as the teacher (``run/prune``)."""
+    from detopt.compress import prune
+
+    weights, data = run / "train" / "last.pt", run / "data" / "data.yaml"
+    keys = {"weights": str(weights), "data": str(data), "out": str(run / "prune"), "ratio": PRUNE_RATIO,
+            "teacher": str(weights), "finetune_epochs": 1, "seed": cfg.seed, "workers": cfg.workers,
+            "device": cfg.device, "latency": False}
+    if (run / "prune").exists():
+        shutil.rmtree(run / "prune")  # a fresh run folder (the step is reused whole, never resumed)
+    res = prune(keys, on_progress=lambda line: log(f"  {line}"))
+    w = lambda p: _cli_path(run, p)  # noqa: E731
+    return {
+        "ratio": PRUNE_RATIO,
+        "importance": res.importance,
+        "map_before": res.map_before,
+        "map_after_pruning": res.map_after_pruning,
+        "map_after_finetune": res.map_after_finetune,
+        "params_before": res.params_before,
+        "params_after": res.params_after,
+        "gflops_before": res.gflops_before,
+        "gflops_after": res.gflops_after,
+        "weights": "prune/best.pt",
+        "report": "prune/prune.json",
+        "command": (f"detopt prune --weights {w(weights)} --data {w(data)} --out {w(run / 'prune')} "
+                    f"--ratio {PRUNE_RATIO} --teacher {w(weights)} --finetune-epochs 1 --no-latency"),
+    }
+
+
+def export_models(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The trained and the pruned weights as deployable files, then each quantized to INT8.
+
+    ``run/deploy``: safetensors, and ONNX with hard NMS inside the graph (batch symbolic, default
+    score threshold 0.25, a graph input). ``run/quantize`` and ``run/quantize-pruned``: INT8
+    post-training quantization (ONNX Runtime QDQ, MinMax calibration on training images, the
+    keep-float search) of the same exported network (exported once: the exporter is the slow part)."""
+    from detopt.compress import quantize
+    from detopt.constants import IOU_THRESHOLD, MAX_DET
+    from detopt.export import export
+    from detopt.export.onnx_export import export_network, with_postprocess
+    from detopt.export.onnx_nms import OPSET
+    from detopt.inference import load_weights
+
+    data = run / "data" / "data.yaml"
+    calib, search = (16, 8) if cfg.quick else (128, 64)
+    out: dict[str, Any] = {"files": {}, "commands": {}, "quantize": {}}
+    w = lambda p: _cli_path(run, p)  # noqa: E731
+    for key, weights, folder in (("trained", run / "train" / "last.pt", run / "quantize"),
+                                 ("pruned", run / "prune" / "best.pt", run / "quantize-pruned")):
+        stem = "model" if key == "trained" else "model-pruned"
+        log(f"  {key} weights: exporting ...")
+        wt = load_weights(weights)
+        net = export_network(wt.model, cfg.imgsz, dynamic_batch=True)
+        proto = with_postprocess(net, wt.model, names=list(wt.names), category_ids=list(wt.category_ids),
+                                 imgsz=cfg.imgsz, dynamic=False, nms="nms", score_thr=0.25,
+                                 iou_thr=IOU_THRESHOLD, sigma=None, max_det=MAX_DET, agnostic=False,
+                                 opset=OPSET)
+        onnx_path = _save_onnx(proto, run / "deploy" / f"{stem}.onnx")
+        st_path = export(weights, run / "deploy" / f"{stem}.safetensors")
+        out["files"][key] = {"onnx": _rel(run, onnx_path), "safetensors": _rel(run, st_path)}
+        out["commands"][key] = {
+            "onnx": f"detopt export --weights {w(weights)} --out {w(onnx_path)} --nms nms --dynamic-batch",
+            "safetensors": f"detopt export --weights {w(weights)} --out {w(st_path)}",
+        }
+        log(f"  {key} weights: INT8 ...")
+        res = quantize({"weights": str(weights), "data": str(data), "out": str(folder), "calib": calib,
+                        "search_images": search, "seed": cfg.seed, "workers": cfg.workers, "latency": False},
+                       on_progress=lambda line: log(f"    {line}"), network=net)
+        doc = res.to_dict()
+        final = next(v for v in reversed(doc["variants"]) if v["name"].startswith("INT8"))
+        torch_row = next(v for v in doc["variants"] if v["backend"] == "torch eager")
+        out["quantize"][key] = {
+            "model": _rel(run, res.model_path),
+            "report": _rel(run, folder / "report.json"),
+            "int8": [final["map"], final["map50"], final["ap_small"]],
+            "torch_fp32": [torch_row["map"], torch_row["map50"], torch_row["ap_small"]],
+            "kept_float": doc["kept_float"],
+            "search": doc["search"],
+            "calib": calib,
+            "command": (f"detopt quantize --weights {w(weights)} --data {w(data)} --out {w(folder)} "
+                        f"--calib {calib} --search-images {search}"),
+        }
+    return out
+
+
+def _save_onnx(proto: Any, path: Path) -> Path:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def measure_deploy(run: Path, cfg: DemoConfig, training: dict[str, Any], pruned: dict[str, Any],
+                   exported: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every variant side by side (:func:`detopt.compress.deploy.measure_variants`): the Deploy
+    table, its Pareto front, the chart and the recommendation (``run/deploy``)."""
+    import torch
+
+    from detopt.compress.deploy import VariantSpec, measure_variants, recommend
+    from detopt.data.dataset import dataset_from_source
+    from detopt.inference import load_weights
+    from detopt.report.figures import plot_deploy_tradeoff
+
+    data = run / "data" / "data.yaml"
+    trained = load_weights(run / "train" / "last.pt")
+    small = load_weights(run / "prune" / "best.pt")
+    val, names = dataset_from_source(data, "val", cfg.imgsz)
+    f, c, quant = exported["files"], exported["commands"], exported["quantize"]
+    w = lambda p: _cli_path(run, p)  # noqa: E731
+    r = cfg.resolved()
+    train_cmd = (f"detopt demo --out {w(run)}" + (" --quick" if cfg.quick else "")
+                 + f"  # trains {training['config']['model']} for {r['minutes']:g} min "
+                 + f"into {w(run / 'train')}")
+    val_cmd = f"detopt val --weights {w(run / 'train' / 'last.pt')} --data {w(data)}"
+    pval_cmd = f"detopt val --weights {w(run / 'prune' / 'best.pt')} --data {w(data)}"
+
+    def acc(x: list[float]) -> tuple[float, float, float]:
+        return (float(x[0]), float(x[1]), float(x[2]))
+
+    specs = [
+        VariantSpec("torch FP32", "torch", run / f["trained"]["safetensors"], trained.model,
+                    acc(quant["trained"]["torch_fp32"]), [train_cmd, val_cmd]),
+        VariantSpec("torch bf16", "torch-bf16", run / f["trained"]["safetensors"], trained.model, None,
+                    [f"{val_cmd} --amp"]),
+        VariantSpec("ORT FP32", "onnxruntime", run / f["trained"]["onnx"], trained.model, None,
+                    [c["trained"]["onnx"]]),
+        VariantSpec("ORT INT8 PTQ", "onnxruntime", run / quant["trained"]["model"], trained.model,
+                    acc(quant["trained"]["int8"]), [quant["trained"]["command"]]),
+        VariantSpec(f"pruned {PRUNE_RATIO:.0%} + KD, torch FP32", "torch", run / f["pruned"]["safetensors"],
+                    small.model, acc(quant["pruned"]["torch_fp32"]), [pruned["command"], pval_cmd]),
+        VariantSpec("pruned, ORT FP32", "onnxruntime", run / f["pruned"]["onnx"], small.model, None,
+                    [pruned["command"], c["pruned"]["onnx"]]),
+        VariantSpec("pruned + INT8 PTQ", "onnxruntime", run / quant["pruned"]["model"], small.model,
+                    acc(quant["pruned"]["int8"]), [pruned["command"], quant["pruned"]["command"]]),
+    ]
+    threads = torch.get_num_threads()
+    rows = measure_variants(specs, val, names, cfg.imgsz, threads=threads, rounds=2 if cfg.quick else 4,
+                            repeats=4 if cfg.quick else 10, say=log)
+    rec = recommend(rows, reference=0, max_drop=0.01)
+    docs = [x.to_dict() for x in rows]
+    for d in docs:
+        d["file"] = _rel(run, d["file"])
+    chart = plot_deploy_tradeoff(docs, run / "deploy" / "tradeoff.png")
+    for d in docs:
+        log(f"  {d['name']:<28} mAP50-95 {d['map']:.4f}  p50 {d['p50_ms']:6.2f} ms  "
+            f"{d['images_per_s_b8']:6.1f} img/s (b8)  {d['size_mb']:5.2f} MB"
+            + ("  *" if d["pareto"] else ""))
+    log(f"  {rec['text']}")
+    doc = {"rows": docs, "recommendation": rec, "threads": threads, "imgsz": cfg.imgsz,
+           "val_images": len(val), "figure": _rel(run, chart), "prune": pruned, "quantize": quant}
+    _write_json(run / "deploy" / "deploy.json", doc)
+    return doc
+
+
+TUNE_SPACE = {
+    # what a fine-tune of trained weights is sensitive to: the step size, its decay, the momentum and
+    # how strongly the images are mixed and distorted
+    "lr0": {"low": 1e-4, "high": 3e-2, "log": True},
+    "lrf": {"low": 0.01, "high": 1.0, "log": True},
+    "momentum": {"low": 0.8, "high": 0.98},
+    "mosaic": {"low": 0.0, "high": 1.0},
+    "scale": {"low": 0.0, "high": 0.7},
+}
+
+
+def tune_study(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """A small hyperparameter study (``run/tune``): short fine-tunes of the trained weights on a
+    slice of the training split, scored on the first validation images, the median pruner stopping
+    weak trials after their first epoch; trial 0 is the base values. Its findings are shown, not
+    applied (short trials on few images are a hint; the report says so and gives the command of a
+    real study)."""
+    import yaml
+
+    from detopt.config import TuneConfig
+    from detopt.data.formats import load_dataset
+    from detopt.tune import search
+
+    ds = load_dataset(run / "data" / "data.yaml")
+    n_train, n_val, trials, epochs = (48, 24, 2, 1) if cfg.quick else (192, 100, 4, 2)
+    train_recs, val_recs = ds.splits["train"], ds.splits["val"]
+    step = max(1, len(train_recs) // n_train)
+    out = run / "tune"
+    if out.exists():
+        shutil.rmtree(out)  # a new study (the step is reused whole, never resumed)
+    out.mkdir(parents=True)
+    # the study's slice of the data set lives beside it (the data set's root is run/data)
+    data = run / "data"
+    picked = train_recs[::step][:n_train]
+    (data / "tune-train.txt").write_text("".join(f"{r.path.resolve()}\n" for r in picked))
+    (data / "tune-val.txt").write_text("".join(f"{r.path.resolve()}\n" for r in val_recs[:n_val]))
+    (data / "tune.yaml").write_text(yaml.safe_dump({"path": ".", "train": "tune-train.txt",
+                                                    "val": "tune-val.txt", "names": list(ds.names)}))
+    from detopt.tune.space import DEFAULT_SPACE
+
+    space = {k: None for k in DEFAULT_SPACE} | TUNE_SPACE  # these keys alone
+    (out / "space.yaml").write_text(yaml.safe_dump(space))
+    weights = run / "train" / "last.pt"
+    tcfg = build_config(TuneConfig, {
+        "data": str(data / "tune.yaml"), "out": str(out / "study"), "space": str(out / "space.yaml"),
+        "trials": trials, "trial_epochs": epochs, "sampler": "tpe", "pruner": "median", "seed": cfg.seed,
+        "postprocess": False, "baseline": True,
+        "train": {"weights": str(weights), "imgsz": cfg.imgsz, "batch": 16, "nbs": 16, "warmup_epochs": 0,
+                  "warmup_min_iters": 0, "close_mosaic": 0, "workers": cfg.workers, "device": cfg.device},
+    })
+    summary = search(tcfg, log=lambda line: log(f"  {line}"))
+    w = lambda p: _cli_path(run, p)  # noqa: E731
+    summary["setup"] = {
+        "train_images": min(n_train, len(train_recs[::step])),
+        "val_images": min(n_val, len(val_recs)),
+        "epochs": epochs,
+        "weights": "train/last.pt",
+        "space_file": "tune/space.yaml",
+        "command": (f"detopt tune --data {w(data / 'tune.yaml')} --out {w(out / 'study')} --space "
+                    f"{w(out / 'space.yaml')} --trials {trials} --trial-epochs {epochs} --pruner median "
+                    "--baseline --no-postprocess "
+                    f"weights={w(weights)} nbs=16 warmup_epochs=0 close_mosaic=0"),
+        "real_command": (f"detopt tune --data {w(run / 'data' / 'data.yaml')} --out runs/tune --trials 40 "
+                         "--time 8h --trial-time 10m --workers 2"),
+    }
+    summary["figures"] = {k: _rel(run, out / "study" / v) for k, v in summary.get("figures", {}).items()}
+    return summary
+
+
 def environment(wall: float, seconds: dict[str, float], reused: list[str], argv: list[str]) -> dict[str, Any]:
     """Versions, CPU, threads, and the wall time of each step."""
     import cv2
@@ -482,6 +727,12 @@ def run(
     return run_config(cfg, log)
 
 
+def _deploy_card(deploy: dict[str, Any]) -> str:
+    rec = deploy["recommendation"]
+    row = deploy["rows"][rec["index"]]
+    return f"{row['name']}, {rec['speedup']:.1f}× torch FP32"
+
+
 def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[str] | None = None) -> Path:
     """:func:`run` with a validated :class:`~detopt.config.DemoConfig`."""
     from detopt.report import write_report
@@ -510,6 +761,15 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
         data_params | weights | {"quick": cfg.quick},
         lambda: study_postprocessing(run_dir, cfg, ctx, log),
     )
+    pruned = step("prune", data_params | weights | {"quick": cfg.quick, "ratio": PRUNE_RATIO},
+                  lambda: prune_model(run_dir, cfg, log))
+    both = weights | {"pruned": _digest(run_dir / "prune" / "best.pt")}
+    exported = step("export", data_params | both | {"quick": cfg.quick},
+                    lambda: export_models(run_dir, cfg, log))
+    deploy = step("deploy", data_params | both | {"quick": cfg.quick},
+                  lambda: measure_deploy(run_dir, cfg, training, pruned, exported, log))
+    tune = step("tune", data_params | weights | {"quick": cfg.quick, "space": TUNE_SPACE},
+                lambda: tune_study(run_dir, cfg, log))
     wall = time.perf_counter() - t0
     env = environment(wall, step.seconds, step.reused, argv or ["detopt.demo.run", f"out={cfg.out}"])
     stats = dict(zip(ev["evaluation"]["stat_names"], ev["evaluation"]["stats"], strict=True))
@@ -534,6 +794,7 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
             "epochs": str(training["epochs"]),
             "best post-processing": f"{best['label'].split(' (')[0]}: {best['ap']:.3f}",
             "held-out gain": f"{pp['holdout']['gain_odd']:+.4f}",
+            "deploy": _deploy_card(deploy),
         },
         "data": analysis,
         "anchors": anchors,
@@ -541,6 +802,8 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
         "evaluation": ev["evaluation"],
         "predictions": ev["predictions"],
         "postprocessing": pp,
+        "deploy": deploy,
+        "tune": tune,
         "environment": env,
     }
     _write_json(run_dir / "steps" / "report.json", summary)
@@ -549,5 +812,6 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
         f"mAP50-95 {stats['AP']:.4f}  mAP50 {stats['AP50']:.4f}  AP_small {stats['AP_small']:.4f}; "
         f"best post-processing: {best['label']} mAP50-95 {best['ap']:.4f}"
     )
+    log(deploy["recommendation"]["text"])
     log(f"wrote {path} ({wall:.0f} s)")
     return path

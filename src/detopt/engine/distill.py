@@ -15,26 +15,32 @@ from detopt.losses.distill import channel_distill_loss, class_distill_loss, loca
 from detopt.models.heads import decode_outputs
 
 
-def load_teacher(path: str | Path, names: Sequence[str]) -> nn.Module:
-    """The teacher's float weights (a checkpoint's EMA, or a safetensors export), in eval mode;
-    one line when its classes are not the data set's."""
+def load_float_model(path: str | Path, names: Sequence[str], key: str = "teacher") -> nn.Module:
+    """Float weights (a checkpoint's EMA, or a safetensors export) as a model of their own spec
+    (scale, pruned widths), in eval mode; one line naming ``key`` when the file is missing, is not
+    float weights, or its classes are not the data set's ``names``."""
     from detopt.engine.checkpoint import load_checkpoint, load_safetensors, model_from_checkpoint
 
     path = Path(path)
     if not path.is_file():
-        raise DetoptInputError(f"teacher: {path}: no such file")
+        raise DetoptInputError(f"{key}: {path}: no such file")
     if path.suffix == ".safetensors":
         model, t_names = load_safetensors(path)
     elif path.suffix == ".pt":
         ckpt = load_checkpoint(path)
         model, t_names = model_from_checkpoint(ckpt), list(ckpt.get("names", []))
     else:
-        raise DetoptInputError(f"teacher: {path}: expected a checkpoint (.pt) or a safetensors export "
-                               "(a quantized or ONNX model cannot teach)")
+        why = "a quantized or ONNX model cannot teach" if key == "teacher" else "not an ONNX export"
+        raise DetoptInputError(f"{key}: {path}: expected a checkpoint (.pt) or a safetensors export ({why})")
     if list(t_names) != list(names):
-        raise DetoptInputError(f"teacher: {path}: its classes {list(t_names)[:6]} differ from the data "
+        raise DetoptInputError(f"{key}: {path}: its classes {list(t_names)[:6]} differ from the data "
                                f"set's {list(names)[:6]}")
     return model.float().eval()
+
+
+def load_teacher(path: str | Path, names: Sequence[str]) -> nn.Module:
+    """The teacher's float weights in eval mode (:func:`load_float_model`)."""
+    return load_float_model(path, names, "teacher")
 
 
 class _NeckTap:

@@ -25,7 +25,7 @@ from detopt.data.transforms.pipeline import Compose, default_pipeline
 from detopt.data.transforms.pipeline import build_pipeline as pipeline_from_config
 from detopt.engine.callbacks import run_hook
 from detopt.engine.checkpoint import atomic_save, load_checkpoint
-from detopt.engine.distill import Distiller, load_teacher
+from detopt.engine.distill import Distiller, load_float_model, load_teacher
 from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer as make_optimizer
 from detopt.engine.optim import set_hyperparameters
@@ -241,10 +241,15 @@ class Trainer:
         return train_set, val_set, names, category_ids
 
     def build_model(self) -> nn.Module:
-        """The registered model ``cfg.model`` for the data set's classes, on the device (NHWC
+        """The registered model ``cfg.model`` for the data set's classes (or the model of
+        ``cfg.weights``, fine-tuned), on the device (NHWC
         with ``cfg.channels_last``)."""
         cfg = self.cfg
-        model = create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
+        if cfg.weights is not None:  # fine-tuning: the architecture and the values are the file's
+            model = load_float_model(cfg.weights, self.names, "weights").train().requires_grad_(True)
+            model = model.to(self.device)
+        else:
+            model = create_model(cfg.model, len(self.names), p2=cfg.p2, imgsz=cfg.imgsz).to(self.device)
         return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
     def build_distiller(self) -> Distiller | None:

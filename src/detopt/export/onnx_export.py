@@ -109,6 +109,7 @@ def export_onnx(
     category_ids: list[int] | None = None,
     imgsz: int = 320,
     dynamic: bool = False,
+    dynamic_batch: bool = False,
     nms: str = "nms",
     score_thr: float = 0.25,
     iou_thr: float = IOU_THRESHOLD,
@@ -124,6 +125,7 @@ def export_onnx(
         imgsz: the input side of a static export (a multiple of the stride); the example size
             of a dynamic one.
         dynamic: batch, height and width symbolic (multiples of the stride, up to 4096).
+        dynamic_batch: the batch alone symbolic (the side stays ``imgsz``).
         nms: a name of :data:`~detopt.export.onnx_nms.ONNX_NMS` or ``"none"``.
         score_thr, iou_thr, sigma: defaults of the graph's threshold inputs.
         max_det: rows of ``detections`` per image; agnostic: suppress across classes.
@@ -136,7 +138,7 @@ def export_onnx(
     if max_det < 1:
         raise DetoptInputError(f"max_det must be >= 1, got {max_det}")
     check_imgsz(imgsz, int(model.max_stride))
-    net = export_network(model, imgsz, dynamic, opset)
+    net = export_network(model, imgsz, dynamic, opset, dynamic_batch=dynamic_batch)
     proto = with_postprocess(net, model, names=names, category_ids=category_ids, imgsz=imgsz,
                              dynamic=dynamic, nms=nms, score_thr=score_thr, iou_thr=iou_thr,
                              sigma=sigma, max_det=max_det, agnostic=agnostic, opset=opset)

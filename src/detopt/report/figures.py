@@ -196,3 +196,27 @@ def plot_nms_grid(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
                     color="black" if grid[i, j] > 0.6 * top else "white",
                 )
     return _save(fig, path)
+
+
+def plot_deploy_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """mAP50-95 against p50 milliseconds at batch 1, one point per deployment variant (keys
+    ``name``, ``map``, ``p50_ms``, ``pareto``); the Pareto front (no variant both faster and more
+    accurate) joined by a line and its points filled."""
+    fig = Figure(figsize=(9, 5.4), layout="constrained")
+    ax = fig.subplots()
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["p50_ms"])
+    if front:
+        ax.step([r["p50_ms"] for r in front], [r["map"] for r in front], where="post", color="#2a9d8f",
+                lw=1.5, alpha=0.7, label="Pareto front")
+    for i, r in enumerate(rows):
+        colour = f"C{i % 10}"
+        ax.scatter([r["p50_ms"]], [r["map"]], s=70, color=colour if r["pareto"] else "white",
+                   edgecolors=colour, linewidths=2, zorder=3)
+        ax.annotate(r["name"], (r["p50_ms"], r["map"]), fontsize=8, xytext=(6, 4), textcoords="offset points",
+                    color=colour)
+    ax.set(xlabel="latency per image at batch 1, p50 (ms, this machine's CPU; lower is better)",
+           ylabel="COCO mAP50-95 (validation)", title="Deployment variants: accuracy against latency")
+    ax.grid(alpha=0.3)
+    if front:
+        ax.legend(fontsize=8, loc="lower right", frameon=False)
+    return _save(fig, path)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from detopt.config import TrainConfig, TuneConfig, build_config, save_config
 from detopt.errors import DetoptError, DetoptInputError
-from detopt.tune.space import Param, describe, read_space, suggest, without
+from detopt.tune.space import Param, contains, describe, read_space, suggest, without
 
 if TYPE_CHECKING:
     import optuna
@@ -156,6 +156,16 @@ def study_identity(cfg: TuneConfig, space: dict[str, Param]) -> dict[str, Any]:
     }
 
 
+def baseline_params(cfg: TuneConfig, space: dict[str, Param]) -> dict[str, Any]:
+    """The values a trial would train with if nothing were drawn (TrainConfig's defaults, the study's
+    train keys, and what the short-budget recipe fills in for the trial's budget), for each key
+    of ``space`` that can take its value (a value outside a range is left to the sampler)."""
+    from detopt.engine.recipe import adapt_to_budget
+
+    base = adapt_to_budget(build_config(TrainConfig, trial_values(cfg, {}, 0)))[0].model_dump()
+    return {k: base[k] for k, p in space.items() if contains(p, base[k])}
+
+
 def _trial_id(t: optuna.trial.FrozenTrial) -> int:
     return t._trial_id  # optuna keeps the storage id private; its own queue code reads it the same way
 
@@ -197,7 +207,10 @@ def prepare_study(cfg: TuneConfig, space: dict[str, Param], storage: BaseStorage
     have = {t.user_attrs.get("slot") for t in study.get_trials(deepcopy=False)}
     for slot in range(cfg.trials):
         if slot not in have:
-            study.enqueue_trial({}, user_attrs={"slot": slot})
+            if slot == 0 and cfg.baseline:
+                study.enqueue_trial(baseline_params(cfg, space), user_attrs={"slot": 0, "baseline": True})
+            else:
+                study.enqueue_trial({}, user_attrs={"slot": slot})
     if cfg.trials > int(study.user_attrs.get(TARGET_ATTR, 0)):
         study.set_user_attr(TARGET_ATTR, cfg.trials)
     return study

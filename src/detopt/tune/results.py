@@ -177,6 +177,7 @@ def write_results(cfg: TuneConfig, study: optuna.Study, space: dict[str, Param],
         "trials": rows,
         "best": None,
         "postprocess": None,
+        "baseline": cfg.baseline,
     }
     if done:
         best = max(done, key=lambda t: (t.value, -t.number))

@@ -189,6 +189,21 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
     return {key: param.suggest(trial, key) for key, param in space.items()}
 
 
+def contains(param: Param, value: Any) -> bool:
+    """Whether ``value`` is a value ``param`` can draw (within the range and on its step; one of
+    the choices)."""
+    if isinstance(param, Choice):
+        return any(value == v and type(value) is type(v) for v in param.values)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not param.low <= value <= param.high or (param.integer and value != int(value)):
+        return False
+    if param.step is not None:
+        k = (value - param.low) / param.step
+        return abs(k - round(k)) < 1e-9
+    return True
+
+
 def describe(space: dict[str, Param]) -> dict[str, Any]:
     """``space`` as the YAML a space file would hold (stored with the study; shown in reports)."""
     return {k: v.describe() for k, v in space.items()}

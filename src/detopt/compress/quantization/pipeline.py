@@ -246,10 +246,12 @@ class _Builder:
         return path
 
 
-def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], None] | None = None
-             ) -> QuantizeResult:
+def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], None] | None = None,
+             network: onnx.ModelProto | None = None) -> QuantizeResult:
     """Post-training static INT8 (see the module docstring). ``cfg``: a :class:`QuantizeConfig`
-    or its keys. ``on_progress`` receives one line per step (the CLI prints them)."""
+    or its keys. ``on_progress`` receives one line per step (the CLI prints them). ``network``:
+    the weights' network exported already (``export_network(model, imgsz, dynamic_batch=True)``),
+    which saves exporting it again."""
     from detopt.config import build_config
     from detopt.models.postprocessor import Postprocessor
 
@@ -276,7 +278,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # torch's timings at the stated thread count; restored at the end
-    net = export_network(model, imgsz, dynamic_batch=True)
+    net = network if network is not None else export_network(model, imgsz, dynamic_batch=True)
     builder = _Builder(model, list(w.names), list(w.category_ids), cfg, imgsz)
     fp32_path = builder.write(net, work / "model-fp32.onnx", None)
     gq = GraphQuantizer(net, calib, cfg.calibrator, cfg.per_channel, workdir=work)
@@ -347,9 +349,12 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
         say("scoring every variant on the validation split ...")
         stats = [_eval_stats(evaluate_detector(model, val, names, eval_post, "cpu", batch_size=8).result)]
         stats += [_eval_stats(evaluate_file(path, val, names, threads)) for _, _, path, _ in rows]
-        say("timing every variant (alternating rounds) ...")
-        runners = [_torch_runner(model, post)] + [_onnx_runner(path, threads) for _, _, path, _ in rows]
-        times = interleaved_latency(runners, sample)
+        if cfg.latency:
+            say("timing every variant (alternating rounds) ...")
+            runners = [_torch_runner(model, post)] + [_onnx_runner(path, threads) for _, _, path, _ in rows]
+            times = interleaved_latency(runners, sample)
+        else:
+            times = [(float("nan"),) * 3] * (len(rows) + 1)
         variants = [Variant("FP32", "torch eager", *stats[0], *times[0], None)]
         for (name, backend, path, keep), st, tm in zip(rows, stats[1:], times[1:], strict=True):
             variants.append(Variant(name, backend, *st, *tm, os.path.getsize(path) / 1e6, list(keep)))
@@ -388,17 +393,20 @@ def report_markdown(result: QuantizeResult) -> str:
         "size MB | speed-up vs FP32 torch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def num(x: float, digits: int, suffix: str = "") -> str:
+        return f"{x:.{digits}f}{suffix}" if x == x else "—"  # NaN: not timed (latency off)
+
     for v in result.variants:
         size = f"{v.size_mb:.2f}" if v.size_mb is not None else "—"
         lines.append(f"| {v.name} | {v.backend} | {v.map:.4f} | {v.map50:.4f} | {v.ap_small:.4f} | "
-                     f"{v.p50_ms:.2f} | {v.p90_ms:.2f} | {v.images_per_s_b8:.1f} | {size} | "
-                     f"{v0.p50_ms / v.p50_ms:.2f}x |")
+                     f"{num(v.p50_ms, 2)} | {num(v.p90_ms, 2)} | {num(v.images_per_s_b8, 1)} | {size} | "
+                     f"{num(v0.p50_ms / v.p50_ms, 2, 'x')} |")
     fp32 = next(v for v in result.variants if v.name == "FP32" and v.backend == "onnxruntime")
     final = result.variants[-1]
     lines += [
         "",
         f"Final model `{result.model_path.name}`: mAP50-95 {final.map - fp32.map:+.4f} against FP32 "
-        f"(ONNX Runtime), {fp32.p50_ms / final.p50_ms:.2f}x its speed at batch 1, "
+        f"(ONNX Runtime), {num(fp32.p50_ms / final.p50_ms, 2, 'x')} its speed at batch 1, "
         f"{final.size_mb / fp32.size_mb:.2f}x its size.",
     ]
     tuned = next((v for v in result.variants if v.name == "FP32 after QAT fine-tuning"), None)
@@ -432,7 +440,8 @@ def write_report(result: QuantizeResult, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
     (out / "report.md").write_text(report_markdown(result))
-    plot_tradeoff(result.variants, out / "tradeoff.png")
+    if result.settings.get("latency", True):  # without timings there is nothing to plot
+        plot_tradeoff(result.variants, out / "tradeoff.png")
 
 
 def plot_tradeoff(variants: Sequence[Variant], path: Path) -> Path:
