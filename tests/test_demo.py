@@ -55,12 +55,9 @@ def test_quick_demo_writes_every_section_and_image(demo_run):
     out, logs = demo_run
     page = (out / "report.html").read_text()
     for key, title in SECTIONS:
-        if key == "tune":  # the hyperparameter study is not a step of the demo yet (issue 22)
-            assert 'id="tune"' not in page
-            continue
         assert f'<section id="{key}"><h2>{title}</h2>' in page
     srcs = image_paths(page)
-    assert len(srcs) >= 14
+    assert len(srcs) >= 15
     for src in srcs:
         assert not src.startswith("/"), src  # relative: the folder can be moved or zipped
         assert (out / src).is_file() and (out / src).stat().st_size > 1000, src
@@ -79,6 +76,7 @@ def test_quick_demo_writes_every_section_and_image(demo_run):
         "predictions",
         "tradeoff",
         "nms_grid",
+        "history",
     ):
         assert any(Path(s).stem == name for s in srcs), name
     # the post-processing table covers every method of the study
@@ -124,10 +122,56 @@ def test_quick_demo_numbers_agree_with_its_artefacts(demo_run):
 
 
 @pytest.mark.slow
+def test_quick_demo_deploy_table_and_tune_study(demo_run):
+    """The Deploy section: seven variants measured, each file present, the recommendation computed
+    from the rows, the Pareto front marked, commands that reproduce each file; the tune study has
+    its baseline trial and is shown, not applied."""
+    from detopt.compress.deploy import pareto_front
+
+    out, logs = demo_run
+    summary = json.loads((out / "steps" / "report.json").read_text())
+    dep = summary["deploy"]
+    rows = dep["rows"]
+    assert [r["name"] for r in rows] == ["torch FP32", "torch bf16", "ORT FP32", "ORT INT8 PTQ",
+                                         "pruned 50% + KD, torch FP32", "pruned, ORT FP32",
+                                         "pruned + INT8 PTQ"]
+    for r in rows:
+        f = out / r["file"]
+        assert f.is_file() and r["size_mb"] == pytest.approx(f.stat().st_size / 1e6)
+        assert r["p50_ms"] > 0 and r["images_per_s_b8"] > 0 and r["commands"]
+        assert all(c.startswith("detopt ") for c in r["commands"])
+    assert [r["pareto"] for r in rows] == pareto_front([r["map"] for r in rows],
+                                                       [r["p50_ms"] for r in rows]).tolist()
+    # the pruned variants are smaller; INT8 files about a third of the FP32 ones
+    assert rows[4]["gflops"] < 0.6 * rows[0]["gflops"] and rows[4]["params_m"] < rows[0]["params_m"]
+    assert rows[3]["size_mb"] < 0.45 * rows[2]["size_mb"]
+    # the recommendation is the fastest within 0.01 of torch FP32
+    rec = dep["recommendation"]
+    ok = [i for i, r in enumerate(rows) if rows[0]["map"] - r["map"] <= 0.01]
+    assert rec["index"] == min(ok, key=lambda i: (rows[i]["p50_ms"], -rows[i]["map"]))
+    assert rec["text"] in logs[0] and rows[rec["index"]]["name"] in summary["headline"]["deploy"]
+    # accuracy rows come from the quantize reports and the files themselves
+    q = json.loads((out / "quantize" / "report.json").read_text())
+    int8 = [v for v in q["variants"] if v["name"].startswith("INT8")][-1]
+    assert rows[3]["map"] == int8["map"]
+    assert rows[0]["map"] == next(v["map"] for v in q["variants"] if v["backend"] == "torch eager")
+    page = (out / "report.html").read_text()
+    assert "Commands that reproduce each variant" in page and "detopt quantize --weights" in page
+    assert rec["text"].split(":")[0] in page
+    # the tune study: trial 0 is the base values; its findings are not applied
+    tune = summary["tune"]
+    assert tune["baseline"] is True and tune["trials"][0]["number"] == 0
+    assert tune["trials"][0]["lr0"] == 0.01 and len(tune["trials"]) == tune["target_trials"]
+    assert "are not applied to the model of this report" in page
+    assert summary["training"]["config"]["lr0"] == 0.01  # the demo's own model kept its recipe
+
+
+@pytest.mark.slow
 def test_second_run_reuses_every_step(demo_run):
     out, logs = demo_run
     second = logs[1]
-    for step in ("data", "analysis", "anchors", "evaluate", "postprocess"):
+    steps = ("data", "analysis", "anchors", "evaluate", "postprocess", "prune", "export", "deploy", "tune")
+    for step in steps:
         assert f"[{step}] reusing" in second, step
     assert "holds a finished run with this config; reusing it" in second
     summary = json.loads((out / "steps" / "report.json").read_text())
@@ -138,6 +182,10 @@ def test_second_run_reuses_every_step(demo_run):
         "train",
         "evaluate",
         "postprocess",
+        "prune",
+        "export",
+        "deploy",
+        "tune",
     }
 
 
@@ -147,11 +195,14 @@ def test_demo_retrains_when_the_config_changes(demo_run, tmp_path):
     src, _ = demo_run
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    log = _demo("--quick", "--out", str(out), "--workers", "0", "--minutes", "0.1", "lr0=0.02")
+    log = _demo("--quick", "--out", str(out), "--workers", "0", "--minutes", "0.1", "--accuracy-only",
+                "lr0=0.02")
     assert "trained with another config; training again" in log
     assert "[data] reusing" in log and "[evaluate] running" in log
     summary = json.loads((out / "steps" / "report.json").read_text())
     assert summary["training"]["config"]["lr0"] == 0.02
+    assert "deploy" not in summary and "tune" not in summary  # --accuracy-only
+    assert 'id="deploy"' not in (out / "report.html").read_text()
 
 
 @pytest.mark.slow
@@ -263,7 +314,7 @@ def test_demo_resumes_an_unfinished_training_run(demo_run, tmp_path):
     done = int(ckpt["epoch"]) + 1
     ckpt["epochs"] = done + 1
     atomic_save(ckpt, out / "train" / "last.pt")
-    log = _demo("--quick", "--out", str(out), "--workers", "0")
+    log = _demo("--quick", "--out", str(out), "--workers", "0", "--accuracy-only")
     assert f"resuming {out / 'train'} at epoch {done + 1}" in log, log
     assert load_checkpoint(out / "train" / "last.pt")["epoch"] >= done
     assert "[evaluate] running" in log  # new weights: evaluated again

@@ -755,7 +755,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from detopt.demo import run_config
 
     values = {"out": args.out, "minutes": args.minutes, "quick": args.quick, "seed": args.seed,
-              "device": args.device, "workers": args.workers}
+              "device": args.device, "workers": args.workers, "speed": False if args.accuracy_only else None}
     values = {k: v for k, v in values.items() if v is not None}
     if args.overrides:
         values["train"] = parse_overrides(args.overrides)
@@ -1058,10 +1058,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = _command(
         sub, "demo", _cmd_demo,
-        help="the whole loop on the embedded data: data, anchors, train, COCO eval, NMS study, report",
+        help="the whole loop on the embedded data: data, anchors, train, COCO eval, NMS study, prune, "
+        "export, INT8, deployment table, a small tuning study, report",
         description="Synthesize the embedded data set, analyse it, fit anchors, train the default CPU "
         "model on a time budget, evaluate it exactly, study every post-processing method and threshold "
-        "on the validation predictions, and write RUN/report.html. Steps already done in RUN with the "
+        "on the validation predictions; then prune it (with distillation), export it to ONNX, quantize "
+        "both to INT8, measure every deployment variant side by side, run a small fine-tuning study, "
+        "and write RUN/report.html. Steps already done in RUN with the "
         "same parameters are reused; an unfinished training run is resumed. Extra KEY=VALUE arguments "
         "override training config keys (lr0=0.02 nbs=64 ...)."
     )
@@ -1071,7 +1074,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes", type=_positive_float, help="training budget in minutes (default 8; --quick 0.4)"
     )
     de.add_argument("--quick", action="store_true",
-                    help="small data and a tiny model: about a minute (smoke tests, CI)")
+                    help="small data and a tiny model: every step in about 90 s, numbers meaningless "
+                    "(smoke tests, CI)")
+    de.add_argument("--accuracy-only", action="store_true",
+                    help="stop after the post-processing study (no prune, export, INT8, deploy, tune)")
     de.add_argument("--seed", type=int)
     de.add_argument("--device", help="auto (default), cpu, cuda")
     de.add_argument("--workers", type=_int_at_least(0), help="data loader processes (default 2)")

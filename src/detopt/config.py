@@ -184,6 +184,7 @@ class DemoConfig(BaseModel):
     seed: int = 0
     workers: int = Field(2, ge=0)
     device: str = "auto"
+    speed: bool = Field(True, description="the speed half: prune, export, INT8, deployment table, tune study")
     train: dict[str, Any] = Field(default_factory=dict, description="extra TrainConfig keys")
 
     def resolved(self) -> dict[str, Any]:

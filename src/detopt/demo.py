@@ -11,10 +11,22 @@ Steps (each a function of its own, each writing its artefacts into ``RUN``):
    confusion plots, predictions drawn (``RUN/eval``);
 6. :func:`study_postprocessing` — every NMS variant and the IoU / score thresholds scored on the
    validation predictions (``RUN/postprocess``);
-7. :func:`detopt.report.write_report` — ``RUN/report.html``.
+
+the speed half (skipped with ``speed=False``, ``--accuracy-only``):
+
+7. :func:`prune_model` — half the FLOPs removed, one epoch of fine-tuning distilled from the
+   unpruned model (``RUN/prune``);
+8. :func:`export_models` — both models as safetensors and ONNX with NMS in the graph
+   (``RUN/deploy``), each INT8-quantized (``RUN/quantize``, ``RUN/quantize-pruned``);
+9. :func:`measure_deploy` — seven deployment variants measured side by side: accuracy, latency,
+   throughput, size; the Pareto front, the recommendation, the commands (``RUN/deploy``);
+10. :func:`tune_study` — a small study of fine-tuning hyperparameters, shown, not applied
+    (``RUN/tune``);
+11. :func:`detopt.report.write_report` — ``RUN/report.html``.
 
 Every step records its parameters and summary in ``RUN/steps/<step>.json``; a second run with the
-same parameters (and the same trained weights for steps 5-6) reuses it instead of recomputing.
+same parameters (and the same trained weights for the steps after training) reuses it instead of
+recomputing.
 """
 
 from __future__ import annotations
@@ -619,7 +631,7 @@ def tune_study(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -
     from detopt.tune import search
 
     ds = load_dataset(run / "data" / "data.yaml")
-    n_train, n_val, trials, epochs = (48, 24, 2, 1) if cfg.quick else (192, 100, 4, 2)
+    n_train, n_val, trials, epochs = (48, 24, 2, 1) if cfg.quick else (128, 80, 5, 2)
     train_recs, val_recs = ds.splits["train"], ds.splits["val"]
     step = max(1, len(train_recs) // n_train)
     out = run / "tune"
@@ -631,8 +643,8 @@ def tune_study(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -
     picked = train_recs[::step][:n_train]
     (data / "tune-train.txt").write_text("".join(f"{r.path.resolve()}\n" for r in picked))
     (data / "tune-val.txt").write_text("".join(f"{r.path.resolve()}\n" for r in val_recs[:n_val]))
-    (data / "tune.yaml").write_text(yaml.safe_dump({"path": ".", "train": "tune-train.txt",
-                                                    "val": "tune-val.txt", "names": list(ds.names)}))
+    (data / "tune.yaml").write_text(yaml.safe_dump({"train": "tune-train.txt", "val": "tune-val.txt",
+                                                    "names": list(ds.names)}))  # root: this folder
     from detopt.tune.space import DEFAULT_SPACE
 
     space = {k: None for k in DEFAULT_SPACE} | TUNE_SPACE  # these keys alone
@@ -719,7 +731,7 @@ def run(
     Args:
         out: the run folder (created; its steps are reused when their parameters match).
         minutes: training time budget (default 8, or 0.4 with ``quick``).
-        quick: a small data set and a tiny model: about a minute end to end (smoke tests, CI).
+        quick: a small data set and a tiny model: every step in about 90 s (smoke tests, CI).
         options: other :class:`~detopt.config.DemoConfig` keys (``seed``, ``imgsz``, ``device``,
             ``workers``, ``train_images``, ``val_images``, ``model``, ``train`` overrides).
     """
@@ -761,15 +773,17 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
         data_params | weights | {"quick": cfg.quick},
         lambda: study_postprocessing(run_dir, cfg, ctx, log),
     )
-    pruned = step("prune", data_params | weights | {"quick": cfg.quick, "ratio": PRUNE_RATIO},
-                  lambda: prune_model(run_dir, cfg, log))
-    both = weights | {"pruned": _digest(run_dir / "prune" / "best.pt")}
-    exported = step("export", data_params | both | {"quick": cfg.quick},
-                    lambda: export_models(run_dir, cfg, log))
-    deploy = step("deploy", data_params | both | {"quick": cfg.quick},
-                  lambda: measure_deploy(run_dir, cfg, training, pruned, exported, log))
-    tune = step("tune", data_params | weights | {"quick": cfg.quick, "space": TUNE_SPACE},
-                lambda: tune_study(run_dir, cfg, log))
+    deploy = tune = None
+    if cfg.speed:
+        pruned = step("prune", data_params | weights | {"quick": cfg.quick, "ratio": PRUNE_RATIO},
+                      lambda: prune_model(run_dir, cfg, log))
+        both = weights | {"pruned": _digest(run_dir / "prune" / "best.pt")}
+        exported = step("export", data_params | both | {"quick": cfg.quick},
+                        lambda: export_models(run_dir, cfg, log))
+        deploy = step("deploy", data_params | both | {"quick": cfg.quick},
+                      lambda: measure_deploy(run_dir, cfg, training, pruned, exported, log))
+        tune = step("tune", data_params | weights | {"quick": cfg.quick, "space": TUNE_SPACE},
+                    lambda: tune_study(run_dir, cfg, log))
     wall = time.perf_counter() - t0
     env = environment(wall, step.seconds, step.reused, argv or ["detopt.demo.run", f"out={cfg.out}"])
     stats = dict(zip(ev["evaluation"]["stat_names"], ev["evaluation"]["stats"], strict=True))
@@ -794,24 +808,22 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
             "epochs": str(training["epochs"]),
             "best post-processing": f"{best['label'].split(' (')[0]}: {best['ap']:.3f}",
             "held-out gain": f"{pp['holdout']['gain_odd']:+.4f}",
-            "deploy": _deploy_card(deploy),
-        },
+        } | ({"deploy": _deploy_card(deploy)} if deploy else {}),
         "data": analysis,
         "anchors": anchors,
         "training": training,
         "evaluation": ev["evaluation"],
         "predictions": ev["predictions"],
         "postprocessing": pp,
-        "deploy": deploy,
-        "tune": tune,
         "environment": env,
-    }
+    } | ({"deploy": deploy, "tune": tune} if deploy else {})
     _write_json(run_dir / "steps" / "report.json", summary)
     path = write_report(run_dir, summary)
     log(
         f"mAP50-95 {stats['AP']:.4f}  mAP50 {stats['AP50']:.4f}  AP_small {stats['AP_small']:.4f}; "
         f"best post-processing: {best['label']} mAP50-95 {best['ap']:.4f}"
     )
-    log(deploy["recommendation"]["text"])
+    if deploy:
+        log(deploy["recommendation"]["text"])
     log(f"wrote {path} ({wall:.0f} s)")
     return path

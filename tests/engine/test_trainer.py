@@ -320,3 +320,36 @@ def test_train_with_atss_from_the_command_line(synth_dir, tmp_path, capsys):
     cfg = load_checkpoint(run / "last.pt")["config"]
     assert (cfg["assigner"], cfg["cls_loss"], cfg["box_loss"]) == ("atss", "focal", "giou")
     assert "last validation: mAP50-95" in capsys.readouterr().out
+
+
+def test_training_from_weights_starts_from_them(tiny_run, synth_dir, tmp_path, capsys):
+    """weights=RUN/last.pt: the model is the file's (its values, its spec), fine-tuned from there;
+    weights of other classes are one line before training; val --amp scores under bf16."""
+    from detopt.engine.distill import load_float_model
+
+    data = synth_dir / "data.yaml"
+    src = load_float_model(tiny_run / "last.pt", load_checkpoint(tiny_run / "last.pt")["names"], "weights")
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "ft"), model="yolo-n",
+                      weights=str(tiny_run / "last.pt"), imgsz=128, epochs=1, batch=8, workers=0,
+                      progress=False, channels_last=False)
+    trainer = Trainer(cfg)
+    start = trainer.model.state_dict()
+    ref = src.state_dict()
+    assert start.keys() == ref.keys() and all(torch.equal(start[k], ref[k]) for k in ref)
+    assert trainer.model.spec["name"] == "yolo-p" and trainer.model.training
+    trainer.train()
+    ckpt = load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ckpt["spec"]["name"] == "yolo-p"
+    assert any(not torch.equal(ckpt["model"][k], ref[k]) for k in ref if ref[k].is_floating_point())
+
+    other = tmp_path / "other"
+    write_synthetic(other, train=8, val=4, imgsz=64, seed=1)
+    doc = (other / "data.yaml").read_text()
+    (other / "data.yaml").write_text(doc.replace("0: disc", "0: dot"))
+    assert main(["train", "--data", str(other / "data.yaml"), "--out", str(tmp_path / "bad"),
+                 "--epochs", "1", f"weights={tiny_run / 'last.pt'}", "workers=0", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights:" in err and "differ from the data set's" in err
+
+    assert main(["val", "--weights", str(tiny_run / "last.pt"), "--data", str(data), "--amp"]) == 0
+    assert "Average Precision" in capsys.readouterr().out

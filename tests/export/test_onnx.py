@@ -173,6 +173,24 @@ def test_val_on_the_onnx_file_matches_the_pt_weights(trained, synth_dir, tmp_pat
         onnx_w.model.check_size(160)
 
 
+def test_dynamic_batch_export_keeps_the_side_and_batches_like_single_images(trained, synth_dir, tmp_path):
+    """--dynamic-batch: the batch alone is symbolic; a batch of 4 gives each image's own rows."""
+    out, _, _ = trained
+    path = tmp_path / "b.onnx"
+    assert main(["export", "--weights", str(out / "last.pt"), "--out", str(path), "--dynamic-batch",
+                 "--score-thr", "0.01"]) == 0
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 128, 128]
+    s = _session(onnx.load(str(path)))
+    x = _val_batches(synth_dir, 128, 4)[0]
+    dets, num = s.run(None, {"images": x})
+    assert dets.shape[0] == num.shape[0] == len(x) and num.sum() > 0
+    for i in range(len(x)):
+        d1, n1 = s.run(None, {"images": x[i : i + 1]})
+        assert int(n1[0]) == int(num[i])
+        np.testing.assert_allclose(d1[0, : n1[0]], dets[i, : num[i]], atol=1e-3)
+
+
 # ------------------------------------------------------------------ the command line and bad input
 def test_export_val_predict_commands(trained, synth_dir, tmp_path, capsys):
     out, _, _ = trained

@@ -241,3 +241,26 @@ def test_bad_space_file_is_one_line_before_training(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert f"{space}: lr0: empty range" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_baseline_trial_trains_with_the_base_values(data, tmp_path):
+    """--baseline: trial 0 is enqueued with the values a plain trial would use (defaults and the
+    train keys; a value outside its range is left to the sampler), and trains with them."""
+    from detopt.tune.hpo import baseline_params
+
+    space = tmp_path / "space.yaml"
+    space.write_text("lr0: {low: 0.001, high: 0.05, log: true}\nmomentum: {low: 0.8, high: 0.9}\n"
+                     "mosaic: [0.0, 1.0]\nnbs: [8, 16, 64]\n")
+    cfg = _cfg(data, tmp_path / "study", space, trials=1, trial_epochs=1, baseline=True,
+               train={"model": "yolo-p", "imgsz": 64, "batch": 8, "workers": 0, "nbs": 8})
+    base = baseline_params(cfg, trial_space(cfg))
+    default = TrainConfig(data="-")
+    assert base == {"lr0": default.lr0, "mosaic": default.mosaic}  # momentum 0.937 is outside; nbs fixed
+    summary = search(cfg, log=lambda _m: None)
+    t0 = summary["trials"][0]
+    assert t0["number"] == 0 and t0["state"] == "COMPLETE"
+    assert t0["lr0"] == default.lr0 and t0["mosaic"] == default.mosaic
+    ran = load_config(TrainConfig, tmp_path / "study" / "trials" / "0000" / "config.yaml")
+    assert (ran.lr0, ran.mosaic, ran.nbs) == (default.lr0, default.mosaic, 8)
+    assert 0.8 <= ran.momentum <= 0.9  # drawn
+    assert summary["baseline"] is True

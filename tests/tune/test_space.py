@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from detopt.config import TrainConfig
 from detopt.errors import DetoptInputError
-from detopt.tune.space import DEFAULT_SPACE, Choice, Range, describe, parse_param, read_space, suggest
+from detopt.tune.space import (
+    DEFAULT_SPACE,
+    Choice,
+    Range,
+    contains,
+    describe,
+    parse_param,
+    read_space,
+    suggest,
+)
 
 
 def _write(tmp_path, text):
@@ -89,3 +98,21 @@ def test_draws_stay_inside_every_range(sampler, seed):
             elif param.step:
                 assert math.isclose((v - param.low) / param.step, round((v - param.low) / param.step))
         TrainConfig(data="-", **draw)  # every draw is a valid training config
+
+
+@pytest.mark.parametrize(("param", "value", "inside"), [
+    (Range(0.001, 0.1, log=True), 0.01, True),
+    (Range(0.001, 0.1, log=True), 0.2, False),
+    (Range(0.0, 1.0, step=0.25), 0.5, True),
+    (Range(0.0, 1.0, step=0.25), 0.3, False),
+    (Range(1, 5, integer=True), 3, True),
+    (Range(1, 5, integer=True), 2.5, False),
+    (Range(0.0, 1.0), True, False),  # a bool is not a number here
+    (Range(0.0, 1.0), "0.5", False),
+    (Choice((16, 32, 64)), 32, True),
+    (Choice((16, 32, 64)), 48, False),
+    (Choice((0, 1)), False, False),  # False == 0, but not the same choice
+    (Choice(("sgd", "adamw")), "sgd", True),
+])
+def test_contains_is_what_the_param_can_draw(param, value, inside):
+    assert contains(param, value) is inside

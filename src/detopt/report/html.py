@@ -407,7 +407,8 @@ def _tune_section(s: dict[str, Any], root: Path) -> str:
     if best is not None:
         first = s.get("first_trial_value")
         what = "trial 0, the base values" if s.get("baseline") else "the first trial"
-        vs = f" ({what}: {first:.4f})" if isinstance(first, float) else ""
+        vs = (f" ({what}: {first:.4f}; {best['value'] - first:+.4f} against it)"
+              if isinstance(first, float) else "")
         parts.append(
             f"<p>Best: trial {best['number']}, mAP50-95 <b>{best['value']:.4f}</b>{vs}; its keys are in "
             "<code>best.yaml</code> (<code>detopt train --cfg best.yaml</code>). These are findings on the "
