@@ -733,7 +733,7 @@ def run(
         minutes: training time budget (default 8, or 0.4 with ``quick``).
         quick: a small data set and a tiny model: every step in about 90 s (smoke tests, CI).
         options: other :class:`~detopt.config.DemoConfig` keys (``seed``, ``imgsz``, ``device``,
-            ``workers``, ``train_images``, ``val_images``, ``model``, ``train`` overrides).
+            ``workers``, ``train_images``, ``val_images``, ``model``, ``speed``, ``train`` overrides).
     """
     cfg = build_config(DemoConfig, {"out": str(out), "minutes": minutes, "quick": quick} | options)
     return run_config(cfg, log)

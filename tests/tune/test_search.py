@@ -255,7 +255,9 @@ def test_baseline_trial_trains_with_the_base_values(data, tmp_path):
                train={"model": "yolo-p", "imgsz": 64, "batch": 8, "workers": 0, "nbs": 8})
     base = baseline_params(cfg, trial_space(cfg))
     default = TrainConfig(data="-")
-    assert base == {"lr0": default.lr0, "mosaic": default.mosaic}  # momentum 0.937 is outside; nbs fixed
+    assert base["lr0"] == default.lr0 and base["mosaic"] == default.mosaic
+    assert "momentum" not in base and "nbs" not in base  # 0.937 is outside its range; nbs is fixed
+    assert all(v == getattr(default, k) for k, v in base.items())  # the default space's keys too
     summary = search(cfg, log=lambda _m: None)
     t0 = summary["trials"][0]
     assert t0["number"] == 0 and t0["state"] == "COMPLETE"
