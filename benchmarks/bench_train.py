@@ -6,7 +6,8 @@
 2. ``--budget 10m``: the plain command ``detopt train --time 10m`` (the short-budget recipe of
    ``detopt.engine.recipe`` fills the defaults) for each of ``--seeds``; the last epoch's EMA
    weights scored on the run's val split and on 500 held-out images the run never saw (the
-   generator with another seed); mean and spread over the seeds. ``--compare`` also runs the
+   generator with another seed); mean and spread over the seeds. ``--also KEYS`` also runs the plain
+   command with those keys given (``optimizer=sgd``: the SGD recipe); ``--compare`` also runs the
    long-run defaults (``nbs=64``, warmup 3, close-mosaic 10) given explicitly.
 
 The peer, ultralytics YOLOv8n, cannot run on this machine (it imports torchvision, whose CPU
@@ -15,7 +16,8 @@ build does not exist here), so its figures are the ones measured in ``shared/doc
 set), and the ratios divide by them.
 
     python benchmarks/bench_train.py [--models yolo-n yolo-p] [--fp32] [--budget 10m]
-        [--seeds 0 1 2] [--compare] [--train-images 500] [--skip-throughput] [--data DIR]
+        [--seeds 0 1 2] [--compare] [--also 'optimizer=sgd'] [--train-images 500] [--skip-throughput]
+        [--data DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detopt.config import TrainConfig, parse_duration
+from detopt.config import TrainConfig, parse_duration, parse_overrides
 from detopt.data.dataset import dataset_from_source
 from detopt.data.synth import write_synthetic
 from detopt.engine import Trainer, evaluate_detector, model_from_checkpoint
@@ -57,6 +59,9 @@ def main() -> None:
                     help="ultralytics YOLOv8n mAP50-95 after the same budget (default: PEERS.md's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of --budget")
     ap.add_argument("--compare", action="store_true", help="--budget: also the long-run defaults")
+    ap.add_argument("--also", action="append", default=[], metavar="KEYS",
+                    help="--budget: also the plain command with these keys given, e.g. "
+                         "'optimizer=sgd' (repeatable; space-separated key=value pairs)")
     ap.add_argument("--train-images", type=int, default=2000, help="size of the generated train split")
     ap.add_argument("--skip-throughput", action="store_true", help="only the --budget runs")
     ap.add_argument("--budget-model", help="--budget: this model instead of the default")
@@ -113,16 +118,20 @@ def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
     held = root / "held-out"
     write_synthetic(held, train=0, val=500, imgsz=320, seed=1, workers=2, overwrite=True)
     held_set, held_names = dataset_from_source(held / "data.yaml", "val", 320)
-    recipes = {"adapted (plain command)": {}}
+    recipes: dict[str, tuple[str, dict]] = {"adapted (plain command)": ("adapted", {})}
     if args.compare:
-        recipes["long-run defaults (nbs=64 warmup 3 close-mosaic 10)"] = LONG_RUN
-    print(f"\n{args.budget} budget, {args.budget_model or 'yolo-n'} at 320 px, "
+        recipes["long-run defaults (nbs=64 warmup 3 close-mosaic 10)"] = ("long", LONG_RUN)
+    for keys in args.also:
+        pairs = keys.split()
+        recipes[f"plain command + {keys}"] = ("-".join(pairs).replace("=", "_"), parse_overrides(pairs))
+    which = args.budget_model or "the recipe's model"
+    print(f"\n{args.budget} budget, {which} at 320 px, "
           f"`detopt train --time {args.budget}` "
           f"on {data}; seeds {args.seeds}")
-    for label, extra in recipes.items():
+    for label, (slug, extra) in recipes.items():
         vals, helds = [], []
         for seed in args.seeds:
-            run = root / f"budget-{'long' if extra else 'adapted'}-{seed}"
+            run = root / f"budget-{slug}-{seed}"
             scale = {"model": args.budget_model} if args.budget_model else {}
             cfg = TrainConfig(data=str(data / "data.yaml"), out=str(run), time=seconds, seed=seed,
                               progress=False, **scale, **extra)

@@ -40,6 +40,7 @@ _REGISTRIES = {
     "nms": ("detopt.ops.postprocess", "METHOD_REGISTRY"),
     "cls_loss": ("detopt.models.criterion", "CLS_LOSSES"),
     "box_loss": ("detopt.models.criterion", "BOX_LOSSES"),
+    "optimizer": ("detopt.engine.optim", "OPTIMIZERS"),
 }
 
 
@@ -87,7 +88,7 @@ class TrainConfig(BaseModel):
     time: float | None = Field(None, description="budget in seconds; sets epochs to end on time")
     batch: int = Field(16, ge=1)
     nbs: int = Field(64, ge=1, description="nominal batch: gradients accumulate up to it")
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: str = Field("sgd", description="optimizer (detopt.engine.optim.OPTIMIZERS: sgd, adamw, musgd)")
     lr0: float = Field(0.01, gt=0)
     lrf: float = Field(0.01, gt=0, le=1)
     momentum: float = Field(0.937, ge=0, lt=1)
@@ -151,7 +152,7 @@ class TrainConfig(BaseModel):
     def _time(cls, v: Any) -> float | None:
         return None if v is None else parse_duration(v)
 
-    @field_validator("nms", "cls_loss", "box_loss")
+    @field_validator("nms", "cls_loss", "box_loss", "optimizer")
     @classmethod
     def _registered_name(cls, v: str, info: ValidationInfo) -> str:
         return _check_registered(*_REGISTRIES[info.field_name], v)

@@ -19,6 +19,7 @@ from detopt.engine.recipe import SHORT_BUDGET, SMALL_MODEL_BUDGET, adapt_to_budg
 from detopt.errors import DetoptInputError
 
 ROOT = Path(__file__).resolve().parents[2]
+ADAMW_KEYS = {"lr0", "momentum", "warmup_bias_lr"}  # adapted only when the user picks AdamW
 
 
 def _cfg(synth_dir, tmp_path, **kw) -> TrainConfig:
@@ -32,8 +33,11 @@ def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_pat
     assert adapt_to_budget(plain) == (plain, {})  # no budget: the long-run defaults stay
     short = _cfg(synth_dir, tmp_path, time=60)
     adapted, reasons = adapt_to_budget(short)
-    assert set(reasons) == set(SHORT_BUDGET) - {"model"}  # the model was given
+    # the model was given; MuSGD keeps SGD's lr0, momentum and bias warmup (AdamW's keys stay)
+    assert set(reasons) == set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS
     assert (adapted.nbs, adapted.warmup_epochs, adapted.close_mosaic) == (8, 1.0, 1)
+    optimizer_keys = (adapted.optimizer, adapted.lr0, adapted.momentum, adapted.warmup_bias_lr)
+    assert optimizer_keys == ("musgd", 0.01, 0.937, 0.1)
     untouched = set(TrainConfig.model_fields) - set(SHORT_BUDGET)
     assert all(getattr(adapted, k) == getattr(short, k) for k in untouched)
     assert adapt_to_budget(adapted) == (adapted, reasons)  # idempotent (the demo adapts first)
@@ -45,7 +49,16 @@ def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_pat
     # an explicit value always wins, even when it equals the long-run default
     mine, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, nbs=64, close_mosaic=10))
     assert (mine.nbs, mine.close_mosaic, mine.warmup_epochs) == (64, 10, 1.0)
-    assert set(reasons) == {"warmup_epochs"}
+    assert set(reasons) == {"warmup_epochs", "optimizer"}
+    # the optimizer's keys follow the optimizer: SGD given keeps SGD's defaults, AdamW given with
+    # its own learning rate keeps that rate and takes the other AdamW values
+    sgd, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, optimizer="sgd"))
+    assert (sgd.optimizer, sgd.lr0, sgd.momentum, sgd.warmup_bias_lr) == ("sgd", 0.01, 0.937, 0.1)
+    assert not ({"optimizer"} | ADAMW_KEYS) & set(reasons)
+    adam, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, optimizer="adamw", lr0=3e-4))
+    assert (adam.lr0, adam.momentum, adam.warmup_bias_lr) == (3e-4, 0.9, 0.0)
+    assert {"momentum", "warmup_bias_lr"} <= set(reasons) and not {"optimizer", "lr0"} & set(reasons)
+    assert adapt_to_budget(adam) == (adam, reasons)
 
 
 def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path, capsys):
@@ -55,15 +68,16 @@ def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path,
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "accumulate 1" in printed
-    assert "short-budget recipe: nbs=8, warmup_epochs=1.0, close_mosaic=1" in printed
+    assert "short-budget recipe: nbs=8, optimizer=musgd, warmup_epochs=1.0, close_mosaic=1" in printed
     text = (out / "config.yaml").read_text()
-    for key in set(SHORT_BUDGET) - {"model"}:  # --model was given
+    for key in set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS:  # --model was given
         line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
         assert "# adapted: short budget" in line, line
     saved = load_config(TrainConfig, out / "config.yaml")  # the comments are only comments
     assert (saved.nbs, saved.warmup_epochs, saved.close_mosaic, saved.time) == (8, 1.0, 1, 4.0)
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["config"]["nbs"] == 8 and set(ckpt["adapted"]) == set(SHORT_BUDGET) - {"model"}
+    assert ckpt["config"]["nbs"] == 8 and ckpt["config"]["optimizer"] == "musgd"
+    assert set(ckpt["adapted"]) == set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS
 
     # resuming keeps the values and the reasons of the first start
     resumed = Trainer.resume(out, epochs=ckpt["epochs"] + 1)

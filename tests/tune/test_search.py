@@ -266,3 +266,22 @@ def test_baseline_trial_trains_with_the_base_values(data, tmp_path):
     assert (ran.lr0, ran.mosaic, ran.nbs) == (default.lr0, default.mosaic, 8)
     assert 0.8 <= ran.momentum <= 0.9  # drawn
     assert summary["baseline"] is True
+
+
+def test_trials_search_the_learning_rates_of_their_optimizer(data, tmp_path):
+    """The default lr0 range is the one of the optimizer the trials train with: AdamW's (ten times
+    lower than SGD's) when optimizer=adamw is fixed; SGD's for SGD and for the short-budget
+    recipe's MuSGD (its steps are SGD's plus the Muon step); a range of the space file always wins."""
+    from detopt.tune.space import DEFAULT_SPACE, OPTIMIZER_RANGES
+
+    def plain(out, **kw):
+        return _cfg(data, tmp_path / out, "-", **kw).model_copy(update={"space": None})
+
+    adam = trial_space(plain("a", trial_time=30, train={"optimizer": "adamw"}))
+    assert adam["lr0"] == OPTIMIZER_RANGES["adamw"]["lr0"] and adam["lr0"].high == 1e-2
+    assert trial_space(plain("b", trial_epochs=2))["lr0"] == DEFAULT_SPACE["lr0"]
+    assert trial_space(plain("c", trial_time=30))["lr0"] == DEFAULT_SPACE["lr0"]  # MuSGD
+    space = tmp_path / "space.yaml"
+    space.write_text("lr0: {low: 0.01, high: 0.05, log: true}\n")
+    mine = _cfg(data, tmp_path / "d", space, trial_time=30, train={"optimizer": "adamw"})
+    assert trial_space(mine)["lr0"].low == 0.01

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from detopt.config import TrainConfig, TuneConfig, build_config, save_config
 from detopt.errors import DetoptError, DetoptInputError
-from detopt.tune.space import Param, contains, describe, read_space, suggest, without
+from detopt.tune.space import Param, contains, default_space, describe, read_space, suggest, without
 
 if TYPE_CHECKING:
     import optuna
@@ -137,8 +137,13 @@ def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
 
 # --------------------------------------------------------------------------- the study
 def trial_space(cfg: TuneConfig) -> dict[str, Param]:
-    """The searched keys: the space file over the default space, less the keys ``cfg.train`` fixes."""
-    space = without(read_space(cfg.space), set(cfg.train))
+    """The searched keys: the space file over the default space (its learning-rate range that of
+    the optimizer the trials train with: AdamW's when the short-budget recipe picks it), less the
+    keys ``cfg.train`` fixes."""
+    from detopt.engine.recipe import adapt_to_budget
+
+    optimizer = adapt_to_budget(build_config(TrainConfig, trial_values(cfg, {}, 0)))[0].optimizer
+    space = without(read_space(cfg.space, default_space(optimizer)), set(cfg.train))
     if not space:
         raise DetoptInputError("tune: every key of the search space is fixed by a key=value override")
     return space

@@ -5,7 +5,7 @@ A space file maps config keys to a range or a list of choices::
     lr0: {low: 1.0e-4, high: 1.0e-1, log: true}
     warmup_epochs: {low: 0, high: 5}            # floats unless both bounds are integers
     nbs: {low: 8, high: 64, step: 8}            # integers: both bounds integers
-    optimizer: [sgd, adamw]                     # a list: categorical choices
+    optimizer: [sgd, adamw, musgd]              # a list: categorical choices
     imgsz: [256, 320]
 
 It replaces the keys it names in :data:`DEFAULT_SPACE` (the guide's table) and adds the others;
@@ -94,6 +94,18 @@ DEFAULT_SPACE: dict[str, Param] = {
 }
 """The default space: the guide's ranges (learning rate 1e-4 to 1e-1, weight decay 1e-5 to 1e-3,
 momentum, warmup) and the recipe's gains and augmentation probabilities around their defaults."""
+
+OPTIMIZER_RANGES: dict[str, dict[str, Param]] = {
+    "adamw": {"lr0": Range(1e-5, 1e-2, log=True)},
+}
+"""Keys of the default space whose range depends on the optimizer: an Adam step moves each weight by
+about the learning rate, so AdamW's useful rates are ten times lower than SGD's."""
+
+
+def default_space(optimizer: str = "sgd") -> dict[str, Param]:
+    """:data:`DEFAULT_SPACE` with the ranges of ``optimizer`` (:data:`OPTIMIZER_RANGES`)."""
+    return DEFAULT_SPACE | OPTIMIZER_RANGES.get(optimizer, {})
+
 
 # keys a trial sets itself or that say where and on what it runs: searching them would change
 # what a trial is, not how it trains
