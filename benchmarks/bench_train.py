@@ -9,6 +9,7 @@
    generator with another seed); mean and spread over the seeds. ``--also KEYS`` also runs the plain
    command with those keys given (``optimizer=sgd``: the SGD recipe); ``--compare`` also runs the
    long-run defaults (``nbs=64``, warmup 3, close-mosaic 10) given explicitly.
+3. ``--optimizers``: the milliseconds of one step of each registered optimizer per model.
 
 The peer, ultralytics YOLOv8n, cannot run on this machine (it imports torchvision, whose CPU
 build does not exist here), so its figures are the ones measured in ``shared/docs/PEERS.md``
@@ -17,7 +18,7 @@ set), and the ratios divide by them.
 
     python benchmarks/bench_train.py [--models yolo-n yolo-p] [--fp32] [--budget 10m]
         [--seeds 0 1 2] [--compare] [--also 'optimizer=sgd'] [--train-images 500] [--skip-throughput]
-        [--data DIR]
+        [--data DIR] [--optimizers]
 """
 
 from __future__ import annotations
@@ -38,6 +39,36 @@ from detopt.models import Postprocessor, count_flops, count_parameters
 
 ULTRALYTICS_IMG_S = 9.4  # shared/docs/PEERS.md: YOLOv8n, 320 px, batch 16, this machine
 ULTRALYTICS_SYNTH_MAP = 0.0625  # PEERS.md: YOLOv8n, 10 min, `detopt data synth --train 2000 --val 300`
+
+
+def optimizer_steps(models: list[str], repeat: int = 20) -> None:
+    """Milliseconds of one ``optimizer.step()`` of each registered optimizer on each model's
+    parameters (random gradients, channels_last weights as in training), side by side."""
+    import time
+
+    import torch
+
+    from detopt.engine.optim import OPTIMIZERS, build_optimizer
+    from detopt.models import create_model
+
+    print("optimizer step, ms (random gradients; a training step of batch 16 is ~500 ms here)")
+    print(f"{'model':<8} " + " ".join(f"{n:>8}" for n in OPTIMIZERS.names()) + "   ratio to sgd")
+    for name in models:
+        ms = {}
+        for opt_name in OPTIMIZERS.names():
+            torch.manual_seed(0)
+            model = create_model(name, 8).to(memory_format=torch.channels_last)
+            opt = build_optimizer(model, opt_name, 0.01, 0.9, 5e-4)
+            for p in model.parameters():
+                p.grad = torch.randn_like(p) * 1e-3
+            for _ in range(3):
+                opt.step()
+            t = time.perf_counter()
+            for _ in range(repeat):
+                opt.step()
+            ms[opt_name] = (time.perf_counter() - t) / repeat * 1e3
+        ratios = " ".join(f"{ms[n] / ms['sgd']:.1f}x" for n in ms)
+        print(f"{name:<8} " + " ".join(f"{v:>8.1f}" for v in ms.values()) + f"   {ratios}")
 
 
 def throughput(data: Path, out: Path, model: str, amp: bool) -> float:
@@ -65,8 +96,12 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=2000, help="size of the generated train split")
     ap.add_argument("--skip-throughput", action="store_true", help="only the --budget runs")
     ap.add_argument("--budget-model", help="--budget: this model instead of the default")
+    ap.add_argument("--optimizers", action="store_true", help="only the cost of one optimizer step")
     ap.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
+    if args.optimizers:
+        optimizer_steps(args.models)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
