@@ -42,11 +42,8 @@ def test_newton_schulz_orthogonalizes_a_badly_conditioned_matrix():
     g = u @ torch.diag(s) @ v[:32]
     sv = torch.linalg.svdvals(newton_schulz(g))
     assert 0.6 < float(sv.min()) and float(sv.max()) < 1.25  # all directions near unit length
-    stack = torch.stack([g, 2 * g, g.flip(0)])  # a stack: each matrix on its own
-    for one, many in zip(stack, newton_schulz(stack), strict=True):
-        torch.testing.assert_close(many, newton_schulz(one))
     with pytest.raises(ValueError, match="matrix"):
-        newton_schulz(torch.zeros(3))
+        newton_schulz(torch.zeros(2, 3, 4))
 
 
 def _model() -> nn.Module:

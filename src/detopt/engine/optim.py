@@ -44,28 +44,27 @@ def param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """The approximate orthogonal factor of a matrix (or of each of a stack of matrices):
-    ``U·f(S)·Vᵀ`` for ``g = U·S·Vᵀ``, where ``f`` applies :data:`NS_COEFFICIENTS`' quintic
-    ``steps`` times to ``S / ‖g‖_F`` (computed in float32, on the wide orientation: ``XXᵀ`` is the
-    smaller Gram matrix).
+    """The approximate orthogonal factor of a matrix: ``U·f(S)·Vᵀ`` for ``g = U·S·Vᵀ``, where ``f``
+    applies :data:`NS_COEFFICIENTS`' quintic ``steps`` times to ``S / ‖g‖_F`` (computed in float32,
+    on the wide orientation: ``XXᵀ`` is the smaller Gram matrix).
 
     Args:
-        g: Tensor[R, C] or Tensor[N, R, C] (each matrix on its own).
+        g: Tensor[R, C].
     Returns:
-        Tensor of ``g``'s shape and dtype.
+        Tensor[R, C] of ``g``'s dtype.
     """
-    if g.ndim not in (2, 3):
-        raise ValueError(f"newton_schulz: expected a matrix or a stack of them, got shape {tuple(g.shape)}")
+    if g.ndim != 2:
+        raise ValueError(f"newton_schulz: expected a matrix, got shape {tuple(g.shape)}")
     a, b, c = NS_COEFFICIENTS
     x = g.float()
-    tall = x.shape[-2] > x.shape[-1]
+    tall = x.shape[0] > x.shape[1]
     if tall:
-        x = x.mT
-    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
+        x = x.T
+    x = x / (x.norm() + eps)
     for _ in range(steps):
-        gram = x @ x.mT
+        gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.mT if tall else x).to(g.dtype)
+    return (x.T if tall else x).to(g.dtype)
 
 
 class MuSGD(torch.optim.Optimizer):
@@ -130,9 +129,8 @@ class MuSGD(torch.optim.Optimizer):
 
     def _muon_step(self, group: dict[str, Any], p: torch.Tensor) -> torch.Tensor:
         """The scaled Muon step of ``p`` (updates its ``muon_buffer``). Its cost is the
-        Newton-Schulz products: ~45 ms per step for yolo-p's 59 conv weights on 2 CPU cores, ~9 %
-        of a training step at batch 16 (stacking weights of one shape saves nothing: the products
-        dominate, not the Python overhead)."""
+        Newton-Schulz products (``benchmarks/bench_train.py --optimizers``: ~48 ms per step for
+        yolo-p's 59 conv weights on 2 CPU cores, ~9 % of a training step at batch 16)."""
         mu = group["momentum"]
         state = self.state[p]
         if "muon_buffer" not in state:

@@ -81,7 +81,6 @@ def adapt_to_budget(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, str]]:
     if cfg.time is None:
         return cfg, {}
     given = cfg.model_fields_set
-    changes: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     adapted = cfg
     for key, (rule, reason) in SHORT_BUDGET.items():
@@ -89,9 +88,9 @@ def adapt_to_budget(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, str]]:
             continue
         value = rule(adapted)
         if value is not None:
-            changes[key], reasons[key] = value, reason
+            reasons[key] = reason
             adapted = adapted.model_copy(update={key: value})
-    if not changes:
+    if not reasons:
         return cfg, {}
     adapted.__pydantic_fields_set__ = set(given)  # adapted values stay "not given by the user"
     return adapted, reasons

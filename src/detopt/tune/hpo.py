@@ -138,11 +138,9 @@ def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
 # --------------------------------------------------------------------------- the study
 def trial_space(cfg: TuneConfig) -> dict[str, Param]:
     """The searched keys: the space file over the default space (its learning-rate range that of
-    the optimizer the trials train with: AdamW's when the short-budget recipe picks it), less the
+    the optimizer the trials train with, e.g. AdamW's when ``optimizer=adamw`` is fixed), less the
     keys ``cfg.train`` fixes."""
-    from detopt.engine.recipe import adapt_to_budget
-
-    optimizer = adapt_to_budget(build_config(TrainConfig, trial_values(cfg, {}, 0)))[0].optimizer
+    optimizer = base_trial_config(cfg).optimizer
     space = without(read_space(cfg.space, default_space(optimizer)), set(cfg.train))
     if not space:
         raise DetoptInputError("tune: every key of the search space is fixed by a key=value override")
@@ -165,10 +163,16 @@ def baseline_params(cfg: TuneConfig, space: dict[str, Param]) -> dict[str, Any]:
     """The values a trial would train with if nothing were drawn (TrainConfig's defaults, the study's
     train keys, and what the short-budget recipe fills in for the trial's budget), for each key
     of ``space`` that can take its value (a value outside a range is left to the sampler)."""
+    base = base_trial_config(cfg).model_dump()
+    return {k: base[k] for k, p in space.items() if contains(p, base[k])}
+
+
+def base_trial_config(cfg: TuneConfig) -> TrainConfig:
+    """The config a trial trains with when nothing is drawn: TrainConfig's defaults, the study's
+    train keys and the trial budget, adapted by the short-budget recipe as ``Trainer`` does."""
     from detopt.engine.recipe import adapt_to_budget
 
-    base = adapt_to_budget(build_config(TrainConfig, trial_values(cfg, {}, 0)))[0].model_dump()
-    return {k: base[k] for k, p in space.items() if contains(p, base[k])}
+    return adapt_to_budget(build_config(TrainConfig, trial_values(cfg, {}, 0)))[0]
 
 
 def _trial_id(t: optuna.trial.FrozenTrial) -> int:
