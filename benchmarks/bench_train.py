@@ -18,7 +18,10 @@ set), and the ratios divide by them.
 
     python benchmarks/bench_train.py [--models yolo-n yolo-p] [--fp32] [--budget 10m]
         [--seeds 0 1 2] [--compare] [--also 'optimizer=sgd'] [--train-images 500] [--skip-throughput]
-        [--data DIR] [--optimizers]
+        [--data DIR] [--classes 3|16] [--optimizers]
+
+``--classes 3`` / ``--classes 16`` relabel the same images to fewer or more classes (see
+``CLASS_REGIMES``): the data regimes of the short-budget recipe's measurements.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import numpy as np
 
 from detopt.config import TrainConfig, parse_duration, parse_overrides
 from detopt.data.dataset import dataset_from_source
-from detopt.data.synth import write_synthetic
+from detopt.data.formats.yolo import data_yaml_text
+from detopt.data.synth import CLASSES, write_synthetic
 from detopt.engine import Trainer, evaluate_detector, model_from_checkpoint
 from detopt.engine.checkpoint import load_checkpoint
 from detopt.models import Postprocessor, count_flops, count_parameters
@@ -97,6 +101,8 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true", help="only the --budget runs")
     ap.add_argument("--budget-model", help="--budget: this model instead of the default")
     ap.add_argument("--optimizers", action="store_true", help="only the cost of one optimizer step")
+    ap.add_argument("--classes", type=int, choices=sorted(CLASS_REGIMES),
+                    help="--budget: relabel the data (and the held-out set) to 3 coarse or 16 fine classes")
     ap.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     if args.optimizers:
@@ -110,6 +116,8 @@ def main() -> None:
             data = root / "synth"
             write_synthetic(data, train=args.train_images, val=300, imgsz=320, seed=0, workers=2,
                             overwrite=True)
+        if args.classes:
+            data = relabel(data, root / f"synth-{args.classes}-classes", args.classes)
         if args.skip_throughput:
             budget_runs(args, data, root)
             return
@@ -128,6 +136,53 @@ def main() -> None:
 
         if args.budget:
             budget_runs(args, data, root)
+
+
+SMALL_AREA = 32.0**2
+"""COCO's small/medium boundary (pixels), which splits each shape into two classes for 16."""
+
+CLASS_REGIMES: dict[int, tuple[str, ...]] = {
+    3: ("round", "angular", "line"),
+    16: tuple(f"{size} {name}" for name in CLASSES for size in ("small", "large")),
+}
+"""Other class counts for the same images: 3 coarse classes (disc, ring, crescent -> round;
+triangle, square, star -> angular; cross, arrow -> line) and 16 fine ones (each shape split at
+COCO's small-object area, so the class also depends on the object's size)."""
+
+_COARSE = {0: 0, 1: 0, 6: 0, 2: 1, 3: 1, 4: 1, 5: 2, 7: 2}
+
+
+def relabel_line(line: str, classes: int, imgsz: int) -> str:
+    """One YOLO label row (``cls cx cy w h``, normalized) with the class of ``CLASS_REGIMES[classes]``."""
+    cls, cx, cy, w, h = line.split()
+    old = int(cls)
+    if classes == 3:
+        new = _COARSE[old]
+    else:
+        new = 2 * old + int(float(w) * float(h) * imgsz * imgsz >= SMALL_AREA)
+    return f"{new} {cx} {cy} {w} {h}"
+
+
+def relabel(data: Path, out: Path, classes: int, imgsz: int = 320) -> Path:
+    """A copy of the synthetic YOLO data set ``data`` whose labels have ``classes`` classes (the
+    images copied, the COCO annotations left out); reused when ``out`` already holds it."""
+    import shutil
+
+    if (out / "data.yaml").is_file():
+        return out
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(data / "images", tmp / "images")
+    splits = []
+    for split_dir in sorted((data / "labels").iterdir()):
+        splits.append(split_dir.name)
+        (tmp / "labels" / split_dir.name).mkdir(parents=True)
+        for f in split_dir.glob("*.txt"):
+            rows = [relabel_line(r, classes, imgsz) for r in f.read_text().splitlines() if r.strip()]
+            (tmp / "labels" / split_dir.name / f.name).write_text("".join(r + "\n" for r in rows))
+    (tmp / "data.yaml").write_text(data_yaml_text(splits, list(CLASS_REGIMES[classes])))
+    tmp.rename(out)
+    return out
 
 
 LONG_RUN = {"nbs": 64, "warmup_epochs": 3.0, "close_mosaic": 10}
@@ -152,6 +207,8 @@ def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
     seconds = parse_duration(args.budget)
     held = root / "held-out"
     write_synthetic(held, train=0, val=500, imgsz=320, seed=1, workers=2, overwrite=True)
+    if args.classes:
+        held = relabel(held, root / f"held-out-{args.classes}-classes", args.classes)
     held_set, held_names = dataset_from_source(held / "data.yaml", "val", 320)
     recipes: dict[str, tuple[str, dict]] = {"adapted (plain command)": ("adapted", {})}
     if args.compare:

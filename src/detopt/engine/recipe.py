@@ -36,7 +36,8 @@ SHORT_BUDGET: dict[str, tuple[Rule, str]] = {
         lambda cfg: "musgd",
         "short budget: MuSGD (SGD + an orthogonalized Muon step on conv weights) learns most per "
         "epoch (benchmarks/README.md: 10 minutes, yolo-p, same seed: mAP50-95 0.424 in 7 epochs, "
-        "AdamW 0.380 and SGD 0.251 in 8)",
+        "AdamW 0.380 and SGD 0.251 in 8; ahead of SGD by 0.053-0.073 with 500 images, 3 and 16 "
+        "classes)",
     ),
     "lr0": (
         lambda cfg: ADAMW_LR0 if cfg.optimizer == "adamw" else None,
