@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Main job: the whole optimize loop on the embedded data set -> runs/demo/report.html (~13 min here).
+# Main job: the whole optimize loop on the embedded data set -> runs/demo/report.html (10-12 min here).
 demo: $(STAMP)
 	$(VENV)/bin/detopt demo --out runs/demo
 

@@ -1071,11 +1071,11 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     de.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     de.add_argument(
-        "--minutes", type=_positive_float, help="training budget in minutes (default 8; --quick 0.4)"
+        "--minutes", type=_positive_float, help="training budget in minutes (default 8; --quick 0.25)"
     )
     de.add_argument("--quick", action="store_true",
-                    help="small data and a tiny model: every step in about 90 s, numbers meaningless "
-                    "(smoke tests, CI)")
+                    help="small data, a 15-second training: every step in under a minute, numbers "
+                    "meaningless (smoke tests, CI)")
     de.add_argument("--accuracy-only", action="store_true",
                     help="stop after the post-processing study (no prune, export, INT8, deploy, tune)")
     de.add_argument("--seed", type=int)

@@ -175,7 +175,7 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: str = "runs/demo"
-    minutes: float | None = Field(None, gt=0, description="training budget (default 8; quick 0.4)")
+    minutes: float | None = Field(None, gt=0, description="training budget (default 8; quick 0.25)")
     quick: bool = False
     train_images: int | None = Field(None, ge=16, description="default 2000; quick 160")
     val_images: int | None = Field(None, ge=4, description="default 300; quick 48")
@@ -192,7 +192,7 @@ class DemoConfig(BaseModel):
         """The mode's defaults filled in: ``minutes``, ``train_images``, ``val_images``, ``model``."""
         # model None: the short-budget recipe chooses (engine.recipe: yolo-p for budgets up to 20 min)
         full = {"minutes": 8.0, "train_images": 2000, "val_images": 300, "model": None}
-        quick = {"minutes": 0.4, "train_images": 160, "val_images": 48, "model": "yolo-p"}
+        quick = {"minutes": 0.25, "train_images": 160, "val_images": 48, "model": "yolo-p"}
         base = quick if self.quick else full
         return {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in base.items()}
 

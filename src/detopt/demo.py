@@ -730,8 +730,8 @@ def run(
 
     Args:
         out: the run folder (created; its steps are reused when their parameters match).
-        minutes: training time budget (default 8, or 0.4 with ``quick``).
-        quick: a small data set and a tiny model: every step in about 90 s (smoke tests, CI).
+        minutes: training time budget (default 8, or 0.25 with ``quick``).
+        quick: a small data set and a 15-second training: every step in under a minute (smoke tests, CI).
         options: other :class:`~detopt.config.DemoConfig` keys (``seed``, ``imgsz``, ``device``,
             ``workers``, ``train_images``, ``val_images``, ``model``, ``speed``, ``train`` overrides).
     """
