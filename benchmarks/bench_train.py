@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from detopt.config import TrainConfig, parse_duration, parse_overrides
+from detopt.constants import SMALL_AREA
 from detopt.data.dataset import dataset_from_source
 from detopt.data.formats.yolo import data_yaml_text
 from detopt.data.synth import CLASSES, write_synthetic
@@ -138,16 +139,14 @@ def main() -> None:
             budget_runs(args, data, root)
 
 
-SMALL_AREA = 32.0**2
-"""COCO's small/medium boundary (pixels), which splits each shape into two classes for 16."""
-
 CLASS_REGIMES: dict[int, tuple[str, ...]] = {
     3: ("round", "angular", "line"),
     16: tuple(f"{size} {name}" for name in CLASSES for size in ("small", "large")),
 }
 """Other class counts for the same images: 3 coarse classes (disc, ring, crescent -> round;
 triangle, square, star -> angular; cross, arrow -> line) and 16 fine ones (each shape split at
-COCO's small-object area, so the class also depends on the object's size)."""
+COCO's small-object area, ``detopt.constants.SMALL_AREA``, so the class also depends on the
+object's size)."""
 
 _COARSE = {0: 0, 1: 0, 6: 0, 2: 1, 3: 1, 4: 1, 5: 2, 7: 2}
 
