@@ -180,8 +180,8 @@ class DemoConfig(BaseModel):
     train_images: int | None = Field(None, ge=16, description="default 2000; quick 160")
     val_images: int | None = Field(None, ge=4, description="default 300; quick 48")
     imgsz: int = Field(320, ge=64)
-    model: str | None = Field(None, description="default: the short-budget recipe's (yolo-p up to 20 min); "
-                              "quick yolo-p")
+    model: str | None = Field(None, description="default: the short-budget recipe's (from the training "
+                              "images the budget allows on this machine); quick yolo-p")
     seed: int = 0
     workers: int = Field(2, ge=0)
     device: str = "auto"
@@ -190,7 +190,7 @@ class DemoConfig(BaseModel):
 
     def resolved(self) -> dict[str, Any]:
         """The mode's defaults filled in: ``minutes``, ``train_images``, ``val_images``, ``model``."""
-        # model None: the short-budget recipe chooses (engine.recipe: yolo-p for budgets up to 20 min)
+        # model None: the trainer's short-budget recipe chooses (engine.recipe.choose_model)
         full = {"minutes": 8.0, "train_images": 2000, "val_images": 300, "model": None}
         quick = {"minutes": 0.25, "train_images": 160, "val_images": 48, "model": "yolo-p"}
         base = quick if self.quick else full

@@ -233,8 +233,8 @@ def _train_config(run: Path, cfg: DemoConfig) -> TrainConfig:
         "seed": cfg.seed,
         "progress": sys.stderr.isatty(),
     } | ({"model": r["model"]} if r["model"] is not None else {}) | dict(cfg.train)
-    # the short-budget recipe (nbs, warmup, close-mosaic, the model) fills the keys not given, as
-    # in `train`
+    # the short-budget recipe (nbs, warmup, close-mosaic, the optimizer) fills the keys not given, as
+    # in `train`; the trainer chooses the model scale when none is given
     return adapt_to_budget(build_config(TrainConfig, values))[0]
 
 
@@ -257,6 +257,8 @@ def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
     if last.is_file():
         ckpt = load_checkpoint(last)
         have = {k: v for k, v in ckpt["config"].items() if k not in _VOLATILE}
+        if "model" not in tcfg.model_fields_set:  # the recipe chose the scale on this machine
+            have["model"] = want["model"]
         if have != want:
             log(f"[train] {out} was trained with another config; training again")
             shutil.rmtree(out)
@@ -271,8 +273,8 @@ def train_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
         trainer = trainer or Trainer(tcfg)
         m = trainer.model
         log(
-            f"[train] {tcfg.model}: {count_parameters(m) / 1e6:.2f} M parameters, budget {tcfg.time:.0f} s, "
-            f"{len(trainer.train_set)} training images"
+            f"[train] {trainer.cfg.model}: {count_parameters(m) / 1e6:.2f} M parameters, "
+            f"budget {tcfg.time:.0f} s, {len(trainer.train_set)} training images"
         )
         trainer.train()
         del trainer

@@ -14,8 +14,16 @@ import yaml
 from detopt.cli import main
 from detopt.config import TrainConfig, build_config, load_config
 from detopt.data.formats import read_dataset
-from detopt.engine import Trainer, load_checkpoint
-from detopt.engine.recipe import SHORT_BUDGET, SMALL_MODEL_BUDGET, adapt_to_budget
+from detopt.engine import Trainer, load_checkpoint, probe
+from detopt.engine.plan import VAL_SHARE
+from detopt.engine.recipe import (
+    LOADER_SHARE,
+    SCALE_MIN_IMAGES,
+    SHORT_BUDGET,
+    adapt_to_budget,
+    choose_model,
+    estimate_images,
+)
 from detopt.errors import DetoptInputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +42,15 @@ def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_pat
     short = _cfg(synth_dir, tmp_path, time=60)
     adapted, reasons = adapt_to_budget(short)
     # the model was given; MuSGD keeps SGD's lr0, momentum and bias warmup (AdamW's keys stay)
-    assert set(reasons) == set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS
+    assert set(reasons) == set(SHORT_BUDGET) - ADAMW_KEYS
     assert (adapted.nbs, adapted.warmup_epochs, adapted.close_mosaic) == (8, 1.0, 1)
     optimizer_keys = (adapted.optimizer, adapted.lr0, adapted.momentum, adapted.warmup_bias_lr)
     assert optimizer_keys == ("musgd", 0.01, 0.937, 0.1)
     untouched = set(TrainConfig.model_fields) - set(SHORT_BUDGET)
     assert all(getattr(adapted, k) == getattr(short, k) for k in untouched)
     assert adapt_to_budget(adapted) == (adapted, reasons)  # idempotent (the demo adapts first)
-    # no model given: a budget of minutes trains yolo-p, a longer one keeps the default
-    for seconds, want in ((600, "yolo-p"), (SMALL_MODEL_BUDGET, "yolo-p"), (3600, "yolo-n")):
-        cfg, why = adapt_to_budget(TrainConfig(data="d", time=seconds))
-        assert cfg.model == want and (("model" in why) == (want == "yolo-p")), seconds
-    assert adapt_to_budget(TrainConfig(data="d", time=600, model="yolo-n"))[0].model == "yolo-n"
+    # the model scale is not a config rule: the trainer chooses it from the data and this machine
+    assert "model" not in adapt_to_budget(TrainConfig(data="d", time=600))[1]
     # an explicit value always wins, even when it equals the long-run default
     mine, reasons = adapt_to_budget(_cfg(synth_dir, tmp_path, time=60, nbs=64, close_mosaic=10))
     assert (mine.nbs, mine.close_mosaic, mine.warmup_epochs) == (64, 10, 1.0)
@@ -61,6 +66,72 @@ def test_a_budget_adapts_every_key_not_given_and_nothing_else(synth_dir, tmp_pat
     assert adapt_to_budget(adam) == (adam, reasons)
 
 
+def test_the_scale_is_the_largest_whose_estimated_images_reach_its_minimum():
+    # the estimate: budget / (s/image x loader share x validation share), whatever the split's size
+    assert estimate_images(600, 0.01, False) == pytest.approx(600 / (0.01 * LOADER_SHARE))
+    assert estimate_images(600, 0.01, True) == pytest.approx(600 / (0.01 * LOADER_SHARE * VAL_SHARE))
+    asked = []
+
+    def speed(name):
+        asked.append(name)
+        return 0.02
+
+    need = SCALE_MIN_IMAGES["yolo-n"]
+    # a budget in which yolo-n sees exactly its minimum, then one a little shorter
+    budget = need * 0.02 * LOADER_SHARE * (1 + 1e-9)
+    model, why = choose_model(budget, 2000, speed, False)
+    assert model == "yolo-n" and asked == ["yolo-n"] and f"{need:,}" in why and "20.0 ms/image" in why
+    assert f"{need / 2000:.1f} epochs of 2000" in why
+    model, why = choose_model(budget * 0.999, 2000, speed, False)
+    assert model == "yolo-p" and "yolo-n would train on only" in why
+    assert choose_model(budget * 0.999, 50, speed, False)[0] == "yolo-p"  # epochs do not decide
+    assert choose_model(budget, 2000, speed, True)[0] == "yolo-p"  # validation takes its share
+    # a table of three: the largest that qualifies; the smaller ones are not measured
+    asked.clear()
+    scales = {"a": 0, "b": 500, "c": 5000}
+    assert choose_model(22, 100, speed, False, scales)[0] == "b" and asked == ["c", "b"]  # 1000 images
+    assert choose_model(2, 100, speed, False, scales)[0] == "a"
+    assert choose_model(200, 100, speed, False, scales)[0] == "c"
+
+
+def test_the_probe_times_real_steps_and_leaves_the_rng_alone(monkeypatch):
+    monkeypatch.setattr(probe, "_CACHE", {})
+    cfg = TrainConfig(data="d", imgsz=64, batch=2, time=60)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    spi = probe.seconds_per_image("yolo-p", 3, cfg, torch.device("cpu"), steps=1, warmup=1)
+    assert 0 < spi < 10 and torch.equal(torch.get_rng_state(), state)
+    assert probe.seconds_per_image("yolo-p", 3, cfg, torch.device("cpu")) == spi  # cached
+    assert len(probe._CACHE) == 1
+
+
+def test_the_trainer_chooses_the_scale_only_when_none_is_given(synth_dir, tmp_path, monkeypatch):
+    from detopt.engine import trainer as trainer_module
+
+    calls = []
+
+    def fake(name, nc, cfg, device):
+        calls.append(name)
+        return speeds[name]
+
+    monkeypatch.setattr(trainer_module, "seconds_per_image", fake)
+    base = dict(data=str(synth_dir / "data.yaml"), imgsz=64, batch=8, workers=0, val=False, progress=False,
+                time=600)
+    speeds = {"yolo-n": 1e-6}  # a fast machine: yolo-n fits many epochs
+    t = Trainer(TrainConfig(out=str(tmp_path / "a"), **base))
+    assert t.cfg.model == "yolo-n" and t.model.spec["name"] == "yolo-n" and calls == ["yolo-n"]
+    assert "model" not in t.cfg.model_fields_set and "epochs of" in t.adapted["model"]
+    speeds = {"yolo-n": 10.0}  # a slow machine: yolo-p
+    t = Trainer(TrainConfig(out=str(tmp_path / "b"), **base))
+    assert t.cfg.model == "yolo-p" and t.model.spec["name"] == "yolo-p"
+    assert "would train on only" in t.adapted["model"]
+    assert t.elapsed > 0  # the probe's seconds count in the budget
+    calls.clear()  # a given model, no budget: nothing is measured
+    assert Trainer(TrainConfig(out=str(tmp_path / "c"), model="yolo-n", **base)).cfg.model == "yolo-n"
+    assert Trainer(TrainConfig(out=str(tmp_path / "d"), **(base | {"time": None}))).adapted == {}
+    assert calls == []
+
+
 def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", str(synth_dir / "data.yaml"), "--out", str(out), "--model", "yolo-p",
@@ -70,14 +141,14 @@ def test_the_run_records_each_adapted_value_with_its_reason(synth_dir, tmp_path,
     assert "accumulate 1" in printed
     assert "short-budget recipe: nbs=8, optimizer=musgd, warmup_epochs=1.0, close_mosaic=1" in printed
     text = (out / "config.yaml").read_text()
-    for key in set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS:  # --model was given
+    for key in set(SHORT_BUDGET) - ADAMW_KEYS:
         line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
         assert "# adapted: short budget" in line, line
     saved = load_config(TrainConfig, out / "config.yaml")  # the comments are only comments
     assert (saved.nbs, saved.warmup_epochs, saved.close_mosaic, saved.time) == (8, 1.0, 1, 4.0)
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["config"]["nbs"] == 8 and ckpt["config"]["optimizer"] == "musgd"
-    assert set(ckpt["adapted"]) == set(SHORT_BUDGET) - {"model"} - ADAMW_KEYS
+    assert set(ckpt["adapted"]) == set(SHORT_BUDGET) - ADAMW_KEYS
 
     # resuming keeps the values and the reasons of the first start
     resumed = Trainer.resume(out, epochs=ckpt["epochs"] + 1)

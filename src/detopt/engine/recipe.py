@@ -7,6 +7,9 @@ nominal batch and most of the run in warmup. When ``time`` is set, every key of
 returned with its reason and written as a comment next to the key in the run's ``config.yaml``.
 An explicit value (``nbs=64`` on the command line, a key of ``--config``) always wins.
 
+The model scale is chosen separately (:func:`choose_model`, called by the trainer once the data
+set is read): it needs the number of training images and the speed of this machine.
+
 The reasons cite measurements in ``benchmarks/README.md`` (the short-budget section).
 """
 
@@ -16,15 +19,23 @@ from collections.abc import Callable
 from typing import Any
 
 from detopt.config import TrainConfig
+from detopt.engine.plan import VAL_SHARE
 
 Rule = Callable[[TrainConfig], Any]
 
 ADAMW_LR0 = 0.001
 """AdamW's learning rate in a short budget (when the user picks AdamW; MuSGD and SGD keep lr0)."""
 
-SMALL_MODEL_BUDGET = 20 * 60.0
-"""Budgets up to this many seconds train ``yolo-p`` when no model is given (measured at 10
-minutes; a longer budget keeps the config's default)."""
+SCALE_MIN_IMAGES: dict[str, int] = {"yolo-p": 0, "yolo-n": 20_000}
+"""The scales the recipe chooses from when no model is given, smallest first, each with the
+fewest training images (steps x batch, estimated for that scale in the budget) from which it
+learned more than the scale before it (benchmarks/README.md, "The model scale"): the recipe
+trains the largest scale whose estimate reaches its minimum. Images seen, not epochs: with 500
+or 2 000 training images alike, yolo-n lost to yolo-p after ~10 000 images and won after ~21 000."""
+
+LOADER_SHARE = 1.1
+"""Trainer seconds per image / the probe's bare-step seconds per image (the loader, EMA and
+bookkeeping; measured 1.0-1.15 with persistent prefetching workers)."""
 
 SHORT_BUDGET: dict[str, tuple[Rule, str]] = {
     "nbs": (
@@ -62,11 +73,6 @@ SHORT_BUDGET: dict[str, tuple[Rule, str]] = {
         lambda cfg: 1,
         "short budget: one last epoch without mosaic (measured with nbs and warmup)",
     ),
-    "model": (
-        lambda cfg: "yolo-p" if cfg.time is not None and cfg.time <= SMALL_MODEL_BUDGET else None,
-        "short budget: yolo-p makes more epochs than yolo-n and learns more in them "
-        "(benchmarks/README.md: 10 minutes, mAP50-95 0.43 vs 0.32 for yolo-n, same seed)",
-    ),
 }
 """key -> (rule: its short-budget value from the config, or None to leave it; the reason written
 to the run's config). The rules run in this order, each on the config the earlier ones adapted:
@@ -95,3 +101,36 @@ def adapt_to_budget(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, str]]:
         return cfg, {}
     adapted.__pydantic_fields_set__ = set(given)  # adapted values stay "not given by the user"
     return adapted, reasons
+
+
+def estimate_images(budget: float, seconds_per_image: float, validating: bool) -> float:
+    """Training images (steps x batch) that fit ``budget`` seconds at ``seconds_per_image`` (a
+    bare training step's, :func:`detopt.engine.probe.seconds_per_image`), with the loader's share
+    and, when ``validating``, the validation after each epoch (the plan's first estimate)."""
+    share = LOADER_SHARE * (VAL_SHARE if validating else 1.0)
+    return budget / max(seconds_per_image * share, 1e-12)
+
+
+def choose_model(budget: float, train_images: int, seconds_per_image: Callable[[str], float],
+                 validating: bool, scales: dict[str, int] = SCALE_MIN_IMAGES) -> tuple[str, str]:
+    """``(model, reason)``: the largest of ``scales`` whose estimated training images in ``budget``
+    reach its minimum (the smallest scale when none does). ``seconds_per_image(name)`` measures a
+    scale on this machine; it is called for the larger scales only, largest first, until one
+    qualifies. ``train_images`` (the split's size) only puts the estimate in epochs for the reason."""
+    names = list(scales)
+    missed = ""
+    for name in reversed(names[1:]):
+        spi = seconds_per_image(name)
+        seen = estimate_images(budget, spi, validating)
+        smaller = names[names.index(name) - 1]
+        fits = (f"about {seen:,.0f} training images ({seen / max(train_images, 1):.1f} epochs of "
+                f"{train_images}) in {budget:.0f} s on this machine (measured {spi * 1e3:.1f} ms/image)")
+        if seen >= scales[name]:
+            return name, (
+                f"short budget: {name} trains on {fits}, at least the {scales[name]:,} from which it "
+                f"learned more than {smaller} (benchmarks/README.md, the model scale)")
+        missed = missed or (
+            f"short budget: {name} would train on only {fits}; it learned more than {smaller} "
+            f"from {scales[name]:,} on")
+    return names[0], (missed or "short budget: the only scale of the table") + (
+        f"; {names[0]} learns more in fewer images (benchmarks/README.md, the model scale)")

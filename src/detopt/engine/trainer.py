@@ -30,7 +30,9 @@ from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer as make_optimizer
 from detopt.engine.optim import set_hyperparameters
 from detopt.engine.plan import EpochPlan
+from detopt.engine.probe import seconds_per_image
 from detopt.engine.recipe import adapt_to_budget
+from detopt.engine.recipe import choose_model as choose_scale
 from detopt.engine.validate import evaluate_detector
 from detopt.errors import DetoptError, DetoptInputError
 from detopt.evaluation import STAT_NAMES
@@ -135,8 +137,9 @@ class Trainer:
 
     Built from parts, each a method a subclass can override: :meth:`setup_runtime`,
     :meth:`build_datasets` (the data set is read once for both splits), :meth:`build_pipeline`,
-    :meth:`build_model`, :meth:`build_criterion`, :meth:`build_postprocessor`,
-    :meth:`build_optimizer`, :meth:`build_loader`. The run's length, schedule and close-mosaic are
+    :meth:`choose_model` (the short-budget recipe's scale), :meth:`build_model`,
+    :meth:`build_criterion`, :meth:`build_postprocessor`, :meth:`build_optimizer`,
+    :meth:`build_loader`. The run's length, schedule and close-mosaic are
     one :class:`~detopt.engine.plan.EpochPlan` (``self.plan``). ``callbacks``: objects with any of
     the hooks of :class:`~detopt.engine.callbacks.Callback` (``on_epoch_end(trainer, epoch,
     metrics)`` ...); one may call :meth:`request_stop`.
@@ -157,6 +160,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         self.train_set, self.val_set, self.names, self.category_ids = self.build_datasets()
+        probe_seconds = 0.0
+        if _resume is None:
+            t = time.perf_counter()
+            self.cfg = cfg = self.choose_model(cfg)
+            probe_seconds = time.perf_counter() - t
         self.model = self.build_model()
         self.distiller = self.build_distiller()
         self.criterion = self.build_criterion()
@@ -183,7 +191,7 @@ class Trainer:
         self.start_epoch = 0
         self.best_fitness = -1.0
         self.bad_steps = 0
-        self.elapsed = 0.0  # training seconds before this process (resume)
+        self.elapsed = probe_seconds  # training seconds before this process (resume), the probe's included
         self.metrics: dict[str, float] = {}
         self.stop_requested = False
         self.stopped_early = False
@@ -239,6 +247,27 @@ class Trainer:
             raise DetoptInputError(f"{cfg.data}: the train split has no images")
         val_set = split_dataset(cfg.data, ds, defects, cfg.val_split, **common) if cfg.val else None
         return train_set, val_set, names, category_ids
+
+    def choose_model(self, cfg: TrainConfig) -> TrainConfig:
+        """``cfg`` with the short-budget recipe's model scale when a time budget is given and
+        neither ``model`` nor ``weights`` is (:func:`~detopt.engine.recipe.choose_model`: the scale
+        probe measures this machine; its seconds count in the budget). Under DDP rank 0 chooses."""
+        if cfg.time is None or "model" in cfg.model_fields_set or cfg.weights is not None:
+            return cfg
+        chosen: list[Any] = [None, None]
+        if self.main:
+            chosen[:] = choose_scale(
+                cfg.time, len(self.train_set),
+                lambda name: seconds_per_image(name, len(self.names), cfg, self.device),
+                self.val_set is not None,
+            )
+        if self.world > 1:
+            dist.broadcast_object_list(chosen, src=0)
+        model, reason = chosen
+        self.adapted = {**self.adapted, "model": reason}
+        adapted = cfg.model_copy(update={"model": model})
+        adapted.__pydantic_fields_set__ = set(cfg.model_fields_set)  # still "not given by the user"
+        return adapted
 
     def build_model(self) -> nn.Module:
         """The registered model ``cfg.model`` for the data set's classes (or the model of
@@ -654,6 +683,10 @@ class ModelTrainer(Trainer):
     def __init__(self, cfg: TrainConfig, model: nn.Module, callbacks: Sequence[Any] = ()) -> None:
         self._given = model
         super().__init__(cfg, callbacks=callbacks)
+
+    def choose_model(self, cfg: TrainConfig) -> TrainConfig:
+        """The model is given: nothing to choose."""
+        return cfg
 
     def build_model(self) -> nn.Module:
         model = self._given.to(self.device)
