@@ -35,7 +35,9 @@ or 2 000 training images alike, yolo-n lost to yolo-p after ~10 000 images and w
 
 LOADER_SHARE = 1.1
 """Trainer seconds per image / the probe's bare-step seconds per image (the loader, EMA and
-bookkeeping; measured 1.0-1.15 with persistent prefetching workers)."""
+bookkeeping). Measured on 2026-12-07 for yolo-n: the probe 45 img/s, the trainer's own 38 (1.19),
+epochs with validation 36 (1.25 in all, against this share x ``VAL_SHARE`` = 1.27): the estimate
+matched the epochs made within one (benchmarks/README.md, "The model scale")."""
 
 SHORT_BUDGET: dict[str, tuple[Rule, str]] = {
     "nbs": (
