@@ -8,7 +8,7 @@ returned with its reason and written as a comment next to the key in the run's `
 An explicit value (``nbs=64`` on the command line, a key of ``--config``) always wins.
 
 The model scale is chosen separately (:func:`choose_model`, called by the trainer once the data
-set is read): it needs the number of training images and the speed of this machine.
+set is read): it needs the speed of this machine (and the split's size, for its reason).
 
 The reasons cite measurements in ``benchmarks/README.md`` (the short-budget section).
 """
