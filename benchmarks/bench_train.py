@@ -231,11 +231,12 @@ def budget_runs(args: argparse.Namespace, data: Path, root: Path) -> None:
                 trainer = Trainer(cfg)
                 trainer.train()
                 done = _finished(run)
-            chosen = load_checkpoint(run / "last.pt").get("adapted", {}).get("model")
+            ckpt = load_checkpoint(run / "last.pt")
+            chosen = ckpt.get("adapted", {}).get("model")
             if chosen:  # no --budget-model: the recipe chose the scale on this machine
                 print(f"  {label:<52} seed {seed}: {chosen}", flush=True)
             epochs, elapsed, accumulate, val_map = done
-            model = model_from_checkpoint(load_checkpoint(run / "last.pt"))
+            model = model_from_checkpoint(ckpt)
             pp = Postprocessor(model.strides, model.reg_max, score_thr=0.001, iou_thr=0.7, max_det=300)
             res = evaluate_detector(model, held_set, held_names, pp).result
             vals.append(val_map)

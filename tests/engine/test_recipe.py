@@ -103,6 +103,12 @@ def test_the_probe_times_real_steps_and_leaves_the_rng_alone(monkeypatch):
     assert 0 < spi < 10 and torch.equal(torch.get_rng_state(), state)
     assert probe.seconds_per_image("yolo-p", 3, cfg, torch.device("cpu")) == spi  # cached
     assert len(probe._CACHE) == 1
+    # another assigner (a dict config) or loss is another measurement, not the cached one
+    atss = cfg.model_copy(update={"assigner": {"name": "atss", "topk": 9}})
+    assert probe.seconds_per_image("yolo-p", 3, atss, torch.device("cpu"), steps=1, warmup=1) > 0
+    focal = cfg.model_copy(update={"cls_loss": "focal"})
+    probe.seconds_per_image("yolo-p", 3, focal, torch.device("cpu"), steps=1, warmup=1)
+    assert len(probe._CACHE) == 3
 
 
 def test_the_trainer_chooses_the_scale_only_when_none_is_given(synth_dir, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """How fast a model trains on this machine: a few real training steps on random images, timed.
 
-The short-budget recipe (:mod:`detopt.engine.recipe`) chooses the model scale from the epochs a
-budget allows, and those depend on the machine (a laptop, a 2-core server and a GPU differ by
+The short-budget recipe (:mod:`detopt.engine.recipe`) chooses the model scale from the training
+images a budget allows, and those depend on the machine (a laptop, a 2-core server and a GPU differ by
 10-100x), so they are measured, not looked up. A step here is the trainer's step without the
 loader: the model under the run's precision and memory format, the run's loss on a few boxes per
 image, backward and the run's optimizer.
@@ -49,7 +49,8 @@ def seconds_per_image(model_name: str, num_classes: int, cfg: TrainConfig, devic
     ``cfg.channels_last``, ``cfg.p2``, the run's loss and ``cfg.optimizer``. The model's weights are
     thrown away; torch's global RNG is left as it was. Cached per process for the same settings."""
     key = (model_name, num_classes, cfg.batch, cfg.imgsz, cfg.amp, cfg.channels_last, cfg.p2,
-           cfg.optimizer, cfg.assigner, str(device), torch.get_num_threads())
+           cfg.optimizer, repr(cfg.assigner), cfg.cls_loss, cfg.box_loss, str(device),
+           torch.get_num_threads())
     if key in _CACHE:
         return _CACHE[key]
     rng_state = torch.get_rng_state()
