@@ -52,6 +52,7 @@ def _prune(model: nn.Module, ratio: float, global_rank: bool = False, imgsz: int
 def test_every_registered_model_prunes_to_the_zeroed_reference(name, p2):
     model = randomize_bn(create_model(name, 5, p2=p2), seed=len(name) + p2).eval()
     params0 = count_parameters(model)
+    widths0 = {n: (m.in_channels, m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     _, plan, reference = _prune(model, 0.5, global_rank=p2)
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -63,6 +64,12 @@ def test_every_registered_model_prunes_to_the_zeroed_reference(name, p2):
     assert count_flops(reference, 64) == pytest.approx(plan.flops_before, rel=1e-9)
     assert 0.5 - 1e-9 <= plan.flops_removed <= 0.55  # at least the ratio; the rounding overshoots little
     assert count_parameters(model) < params0
+    # every width a convolution reads or writes is a multiple of round_to or left whole -- both
+    # halves of a C2f split too, not only their sum (a 39-channel half runs as slowly as 48)
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            for now, was in zip((m.in_channels, m.out_channels), widths0[n], strict=True):
+                assert now == was or now % 8 == 0, (n, now, was)
     # the prediction convolutions stay whole; the spec holds exactly the widths of the modules
     for level in range(len(model.strides)):
         assert model.head.box[level][-1].out_channels == 4 * model.reg_max

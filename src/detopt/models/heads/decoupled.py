@@ -104,7 +104,10 @@ def dfl_expectation(box_logits: Tensor) -> Tensor:
     """``[..., R]`` logits -> ``[...]`` expected bin ``Σ softmax·[0 .. R-1]``."""
     r = box_logits.shape[-1]
     proj = torch.arange(r, dtype=box_logits.dtype, device=box_logits.device)
-    return box_logits.softmax(-1) @ proj
+    p = box_logits.softmax(-1)
+    # one [N, R] x [R, 1] product: ONNX Runtime runs the [..., R] @ [R] form (which the exporter
+    # also makes of a 2-D [N, R] @ [R]) 8x slower -- 0.5-0.8 of 6.9 ms for yolo-n at 320 px, 2 threads
+    return (p.reshape(-1, r) @ proj[:, None]).reshape(p.shape[:-1])
 
 
 def decode_outputs(outputs: Sequence[Tensor], strides: Sequence[int], reg_max: int) -> DecodedOutputs:
