@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--finetune-share", type=float, default=0.25, help="fine-tune / training time")
     ap.add_argument("--unstructured", type=float, help="also global magnitude pruning to this sparsity")
     ap.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
-    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--round-to", type=int, default=16)
     ap.add_argument("--no-control", action="store_true", help="skip fine-tuning the unpruned weights")
     args = ap.parse_args()
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from detopt.compress import quantize
@@ -72,6 +73,50 @@ def _interleaved(weights: Path, data: Path, run: Path, threads: int) -> dict[str
     return {k: t[0] for k, t in zip(runs, times, strict=True)}
 
 
+def _op_profile(paths: dict[str, Path], image: np.ndarray, threads: int, rounds: int = 20,
+                repeats: int = 10) -> dict[str, dict[str, float]]:
+    """ms per call of each operator type (ONNX Runtime's own profiler, after its graph
+    optimizations: ``QLinearConv``, ``QuickGelu`` ...) per file at batch 1, the files run in
+    alternating rounds. Returns ``{label: {op type: ms}}`` with ``"wall p50"`` added."""
+    import json
+    import tempfile
+    import time
+
+    import onnxruntime as ort
+
+    sessions = {}
+    tmp = tempfile.mkdtemp(prefix="detopt-prof-")
+    for label, path in paths.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "prof")
+        opts.log_severity_level = 3
+        sessions[label] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    wall: dict[str, list[float]] = {k: [] for k in paths}
+    for s in sessions.values():
+        for _ in range(5):
+            s.run(None, {"images": image})
+    for _ in range(rounds):
+        for label, s in sessions.items():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                s.run(None, {"images": image})
+                wall[label].append(time.perf_counter() - t)
+    calls = 5 + rounds * repeats
+    out: dict[str, dict[str, float]] = {}
+    for label, s in sessions.items():
+        events = json.loads(Path(s.end_profiling()).read_text())
+        per_op: dict[str, float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                op = e["args"]["op_name"]
+                per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / calls
+        out[label] = {"wall p50": float(np.median(wall[label]) * 1e3), "kernels": sum(per_op.values()),
+                      **dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="float weights (.pt); default with --quick: a tiny model trained here")
@@ -86,6 +131,8 @@ def main() -> None:
     ap.add_argument("--qat", metavar="TIME", help="also quantization-aware fine-tuning for TIME (e.g. 3m)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the interleaved latency of files an earlier run wrote in --out")
+    ap.add_argument("--profile", action="store_true",
+                    help="also ms per operator type of the FP32 and INT8 files (ONNX Runtime's profiler)")
     args = ap.parse_args()
     if args.quick:
         weights, data = _tiny(Path(args.out))
@@ -127,6 +174,21 @@ def main() -> None:
     ort_ms, int8_ms = inter["FP32 onnxruntime"], inter["INT8 onnxruntime"]
     eager_ms = inter["FP32 torch eager"]
     print(f"  INT8 {ort_ms / int8_ms:.2f}x ORT FP32 (>= 1.8), {eager_ms / int8_ms:.2f}x torch eager (>= 4)")
+    if args.profile:
+        run = Path(args.out) / f"seed{args.seeds[0]}"
+        files = {"FP32": run / "work/model-fp32.onnx", "INT8 (all layers)": run / "work/model-int8-full.onnx",
+                 "INT8 (final file)": run / "model-int8.onnx"}
+        from detopt.inference import load_weights
+
+        side = load_weights(weights).imgsz or 320
+        image = np.random.default_rng(0).random((1, 3, side, side), dtype=np.float32)
+        prof = _op_profile(files, image, args.threads)
+        print("\nms per operator type at batch 1 (ONNX Runtime's profiler, alternating rounds):")
+        print(f"  {'operator':22s}" + "".join(f"{k:>20s}" for k in prof))
+        ops = sorted({op for p in prof.values() for op in p},
+                     key=lambda op: -max(p.get(op, 0.0) for p in prof.values()))
+        for op in ops[:26]:
+            print(f"  {op:22s}" + "".join(f"{p.get(op, 0.0):20.3f}" for p in prof.values()))
     print("\ngoals (INT8 PTQ = every layer INT8; final = with the kept float layers):")
     for seed, vs_ort, vs_torch, size, drop, drop_final, kept, final_speed in goals:
         print(f"seed {seed}: INT8 {vs_ort:.2f}x ORT FP32 (>= 1.8), {vs_torch:.2f}x torch eager (>= 4), "

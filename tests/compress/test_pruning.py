@@ -52,7 +52,8 @@ def _prune(model: nn.Module, ratio: float, global_rank: bool = False, imgsz: int
 def test_every_registered_model_prunes_to_the_zeroed_reference(name, p2):
     model = randomize_bn(create_model(name, 5, p2=p2), seed=len(name) + p2).eval()
     params0 = count_parameters(model)
-    widths0 = {n: (m.in_channels, m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    widths0 = {n: (m.in_channels, m.out_channels) for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d)}
     _, plan, reference = _prune(model, 0.5, global_rank=p2)
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

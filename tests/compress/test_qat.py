@@ -19,9 +19,11 @@ from detopt.compress.quantization.qat import (
     fake_quant_activation,
     fake_quant_weight,
     fold_batchnorm,
+    layer_name,
     prepare_qat,
     strip_qat,
 )
+from detopt.errors import DetoptInputError
 from detopt.models import create_model
 from tests.compress.helpers import randomize_bn
 from tests.hyp import examples
@@ -103,6 +105,27 @@ def test_prepare_and_strip(float_weights_tiny):
         a, b = model.eval()(x), plain(x)
     for u, v in zip(a, b, strict=True):  # stripping gives the folded float network back
         torch.testing.assert_close(v, u, atol=1e-3, rtol=1e-3)
+
+
+def test_layers_kept_float_are_not_simulated(float_weights_tiny):
+    """The names QAT keeps float are the INT8 graph's layer names (exporter metadata), and those
+    convolutions stay plain float ones; an unknown name is one line."""
+    from detopt.compress.quantization.graph import conv_layers
+    from detopt.export.onnx_export import export_network
+
+    model, calib = float_weights_tiny
+    graph_names = {layer.name for layer in conv_layers(export_network(model, 128))}
+    torch_names = {layer_name(n) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert graph_names == torch_names
+    keep = ["backbone.stem", "head.cls.0.2"]
+    qat = prepare_qat(model, calib[:4], keep_float=keep)
+    for name in keep:
+        conv = qat.get_submodule(name + ".conv" if name == "backbone.stem" else name)
+        assert type(conv) is nn.Conv2d
+    fq = [m for m in qat.modules() if isinstance(m, FakeQuantConv2d)]
+    assert len(fq) == len(torch_names) - 2
+    with pytest.raises(DetoptInputError, match="unknown layer"):
+        prepare_qat(model, calib[:4], keep_float=["backbone.nope"])
 
 
 @pytest.fixture(scope="module")

@@ -184,11 +184,14 @@ def test_the_report_and_the_int8_file(report, synth_dir, capsys):
     assert (out / "tradeoff.png").stat().st_size > 0
     proto = onnx.load(str(r.model_path))
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    assert meta["quantization"]["method"] == "qat" and meta["quantization"]["kept_float"] == []
+    # QAT keeps float what the PTQ search kept float (neither simulated nor quantized)
+    assert meta["quantization"]["method"] == "qat" and meta["quantization"]["kept_float"] == r.search_kept
+    assert r.kept_float == r.search_kept
     assert meta["nms"] == "nms"
     # QAT: it ran through the trainer, and the report separates its INT8 cost from its training
     assert (out / "work/qat/last.pt").is_file()
-    assert names[-2:] == ["FP32 after QAT fine-tuning", "INT8 QAT"]
+    qat_name = "INT8 QAT" + (f", {len(r.search_kept)} layer(s) float" if r.search_kept else "")
+    assert names[-2:] == ["FP32 after QAT fine-tuning", qat_name]
     assert "QAT trains the weights further" in md
     # the PTQ file with the kept float layers is the search's choice
     ptq = onnx.load(str(out / "work/model-int8.onnx"))

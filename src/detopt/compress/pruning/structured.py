@@ -124,7 +124,7 @@ def _removal(graph: ChannelGraph, order: list[np.ndarray], keep: list[int]) -> n
     return removed
 
 
-def plan_pruning(graph: ChannelGraph, scores: np.ndarray, ratio: float, round_to: int = 8,
+def plan_pruning(graph: ChannelGraph, scores: np.ndarray, ratio: float, round_to: int = 16,
                  global_rank: bool = False, max_channel_ratio: float = 0.9) -> PruningPlan:
     """Choose the units to remove so that about ``ratio`` of the FLOPs go (see the module
     docstring). ``scores [units]`` (higher = more important). No family loses more than

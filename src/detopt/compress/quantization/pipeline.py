@@ -14,7 +14,8 @@ Steps (:func:`quantize`):
    and kept float, most sensitive first, one by one, until the drop is within the target or
    ``max_kept`` layers are kept;
 5. ``method="qat"``: the float network fine-tuned with INT8 simulated (:mod:`.qat`, the trainer's
-   time budget) and quantized in full the same way; it becomes ``model-int8.onnx``;
+   time budget; the layers step 4 kept float are neither simulated nor quantized) and quantized
+   the same way; it becomes ``model-int8.onnx``;
 6. ``model-int8.onnx`` written (atomically) and every variant measured on the validation split:
    exact COCO mAP50-95 / mAP50 / AP_small, latency at batch 1 (p50 / p90), images / s at batch 8,
    file size -> ``report.json``, ``report.md``, ``tradeoff.png``.
@@ -197,9 +198,10 @@ def _eval_stats(r: CocoEvalResult) -> tuple[float, float, float]:
 
 
 def finetune_qat(model: torch.nn.Module, calib: np.ndarray, cfg: QuantizeConfig, imgsz: int, run: Path,
-                 say: Callable[[str], None]) -> torch.nn.Module:
+                 say: Callable[[str], None], keep_float: Sequence[str] = ()) -> torch.nn.Module:
     """Quantization-aware fine-tuning (:mod:`.qat`) of ``model`` on the training split ->
-    the float network (BatchNorm folded) to quantize."""
+    the float network (BatchNorm folded) to quantize. ``keep_float``: layers that stay float in
+    the INT8 graph, so they are not simulated in INT8 either."""
     from detopt.compress.quantization.qat import FreezeObservers, QATTrainer, prepare_qat, strip_qat
     from detopt.config import TrainConfig, build_config
 
@@ -213,9 +215,10 @@ def finetune_qat(model: torch.nn.Module, calib: np.ndarray, cfg: QuantizeConfig,
         "warmup_epochs": 0, "warmup_min_iters": 0, "close_mosaic": 10_000, "close_mosaic_max_fraction": 1.0,
         "amp": False, "val": False, "progress": False, "seed": cfg.seed, "workers": cfg.workers,
     })
-    qat_model = prepare_qat(model, calib)
+    qat_model = prepare_qat(model, calib, keep_float=keep_float)
+    kept = f", {len(keep_float)} layer(s) float" if keep_float else ""
     say(f"QAT: fine-tuning with INT8 simulated ({tcfg.time or tcfg.epochs} {'s' if tcfg.time else 'epochs'}, "
-        f"lr {cfg.qat_lr}, no mosaic, observers frozen after the first epoch) ...")
+        f"lr {cfg.qat_lr}, no mosaic, observers frozen after the first epoch{kept}) ...")
     trainer = QATTrainer(tcfg, qat_model, callbacks=[FreezeObservers(1)])
     trainer.train()
     tuned = trainer.ema.module if trainer.ema is not None else trainer.model
@@ -321,14 +324,14 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
         ptq_path = write_int8(kept, (work if cfg.method == "qat" else out) / "model-int8.onnx")
         model_path = ptq_path
         if cfg.method == "qat":
-            tuned = finetune_qat(model, calib, cfg, imgsz, work / "qat", say)
+            tuned = finetune_qat(model, calib, cfg, imgsz, work / "qat", say, keep_float=kept)
             tuned_net = export_network(tuned, imgsz, dynamic_batch=True)
             tuned_fp32_path = builder.write(tuned_net, work / "model-fp32-qat.onnx", None)
             gq_qat = GraphQuantizer(tuned_net, calib, cfg.calibrator, cfg.per_channel,
                                     workdir=work / "qat-graph")
             try:
-                model_path = builder.write(gq_qat.quantize(), out / "model-int8.onnx",
-                                           {**meta, "method": "qat", "kept_float": []})
+                model_path = builder.write(gq_qat.quantize(keep_float=kept), out / "model-int8.onnx",
+                                           {**meta, "method": "qat", "kept_float": list(kept)})
             finally:
                 gq_qat.close()
         say(f"wrote {model_path}")
@@ -345,7 +348,8 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
             rows.append((f"INT8 PTQ, {len(kept)} layer(s) float", "onnxruntime", ptq_path, kept))
         if cfg.method == "qat":  # the tuned float weights: what QAT's own rounding costs is against them
             rows.append(("FP32 after QAT fine-tuning", "onnxruntime", tuned_fp32_path, []))
-            rows.append(("INT8 QAT", "onnxruntime", model_path, []))
+            rows.append((f"INT8 QAT{f', {len(kept)} layer(s) float' if kept else ''}", "onnxruntime",
+                         model_path, kept))
         say("scoring every variant on the validation split ...")
         stats = [_eval_stats(evaluate_detector(model, val, names, eval_post, "cpu", batch_size=8).result)]
         stats += [_eval_stats(evaluate_file(path, val, names, threads)) for _, _, path, _ in rows]
@@ -363,8 +367,7 @@ def quantize(cfg: QuantizeConfig | dict[str, Any], on_progress: Callable[[str], 
         torch.set_num_threads(prev_threads)
     settings = {**cfg.model_dump(mode="json"), "threads": threads, "imgsz": imgsz,
                 "pad_value": PAD_VALUE, "onnxruntime": _ort_version(), "torch": torch.__version__}
-    final_kept = [] if cfg.method == "qat" else kept
-    result = QuantizeResult(model_path, variants, steps, sens, final_kept, target_reached, settings, kept)
+    result = QuantizeResult(model_path, variants, steps, sens, kept, target_reached, settings, kept)
     write_report(result, out)
     return result
 

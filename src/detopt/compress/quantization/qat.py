@@ -1,7 +1,8 @@
 """Quantization-aware fine-tuning: the float network trained a little longer with INT8 simulated
 in its forward pass, so its weights settle where ONNX Runtime's INT8 rounds them least.
 
-What is simulated is what :mod:`.graph` produces: every convolution's weights int8 symmetric per
+What is simulated is what :mod:`.graph` produces: every convolution's (but those kept float)
+weights int8 symmetric per
 output channel (``[-127, 127]``, scale ``max|w| / 127``), its input and its output uint8 with a
 zero point (``rmin = min(0, low)``, ``rmax = max(0, high)``, 255 steps), BatchNorm folded into
 the convolution first (the exported graph has none). Rounding passes gradients straight through
@@ -16,6 +17,7 @@ runtime runs it and the report measures the real INT8 file.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from detopt.engine import ModelTrainer, Trainer
 from detopt.engine.callbacks import Callback
+from detopt.errors import DetoptInputError
 
 ACT_QMAX = 255
 WEIGHT_QMAX = 127
@@ -109,12 +112,21 @@ class FakeQuantConv2d(nn.Module):
         return fake_quant_activation(y, self.out_range)
 
 
-def _replace_convs(model: nn.Module, momentum: float) -> None:
+def layer_name(conv_path: str) -> str:
+    """The layer name :mod:`.graph` gives a convolution (``backbone.stem`` for the module
+    ``backbone.stem.conv``; a bare ``nn.Conv2d`` such as ``head.cls.0.2`` keeps its path)."""
+    return conv_path.removesuffix(".conv")
+
+
+def _replace_convs(model: nn.Module, momentum: float, keep_float: frozenset[str] = frozenset(),
+                   prefix: str = "") -> None:
     for name, child in list(model.named_children()):
+        path = f"{prefix}{name}"
         if isinstance(child, nn.Conv2d):
-            setattr(model, name, FakeQuantConv2d(child, momentum))
+            if layer_name(path) not in keep_float:
+                setattr(model, name, FakeQuantConv2d(child, momentum))
         else:
-            _replace_convs(child, momentum)
+            _replace_convs(child, momentum, keep_float, path + ".")
 
 
 def fake_quant_modules(model: nn.Module) -> list[FakeQuantConv2d]:
@@ -126,12 +138,19 @@ def set_observing(model: nn.Module, on: bool) -> None:
         m.observing = on
 
 
-def prepare_qat(model: nn.Module, calib: np.ndarray, batch: int = 16, momentum: float = 0.1) -> nn.Module:
+def prepare_qat(model: nn.Module, calib: np.ndarray, batch: int = 16, momentum: float = 0.1,
+                keep_float: Sequence[str] = ()) -> nn.Module:
     """A copy of ``model`` with BatchNorm folded and every convolution a :class:`FakeQuantConv2d`
     whose ranges are the min / max of the *float* network over ``calib: float32 [N, 3, H, W]``
-    (as the PTQ calibrator measures them); observers left on."""
+    (as the PTQ calibrator measures them); observers left on. The layers named in ``keep_float``
+    (:func:`layer_name`: what the INT8 graph keeps float) stay plain float convolutions."""
+    keep = frozenset(keep_float)
     qat = fold_batchnorm(copy.deepcopy(model).float().eval())
-    convs = [m for m in qat.modules() if isinstance(m, nn.Conv2d)]
+    known = {layer_name(n) for n, m in qat.named_modules() if isinstance(m, nn.Conv2d)}
+    unknown = sorted(keep - known)
+    if unknown:
+        raise DetoptInputError(f"keep_float: unknown layer(s) {unknown[:3]}; layers: {sorted(known)[:8]} ...")
+    convs = [m for n, m in qat.named_modules() if isinstance(m, nn.Conv2d) and layer_name(n) not in keep]
     seen: dict[int, list[Tensor]] = {i: [] for i in range(len(convs))}
 
     def hook(i: int):
@@ -148,7 +167,7 @@ def prepare_qat(model: nn.Module, calib: np.ndarray, batch: int = 16, momentum: 
     finally:
         for h in handles:
             h.remove()
-    _replace_convs(qat, momentum)
+    _replace_convs(qat, momentum, keep)
     for i, m in enumerate(fake_quant_modules(qat)):  # same order as ``convs``: module order
         r = torch.stack(seen[i])
         m.in_range.copy_(torch.stack([r[:, 0].min(), r[:, 1].max()]))
