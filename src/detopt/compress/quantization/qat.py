@@ -2,10 +2,10 @@
 in its forward pass, so its weights settle where ONNX Runtime's INT8 rounds them least.
 
 What is simulated is what :mod:`.graph` produces: every convolution's (but those kept float)
-weights int8 symmetric per
-output channel (``[-127, 127]``, scale ``max|w| / 127``), its input and its output uint8 with a
-zero point (``rmin = min(0, low)``, ``rmax = max(0, high)``, 255 steps), BatchNorm folded into
-the convolution first (the exported graph has none). Rounding passes gradients straight through
+weights int8 symmetric per output channel (``[-127, 127]``, scale ``max|w| / 127``), its input
+and its output uint8 with a zero point (``rmin = min(0, low)``, ``rmax = max(0, high)``, 255
+steps), BatchNorm folded into the convolution first (the exported graph has none). Rounding
+passes gradients straight through
 (``torch.fake_quantize_*``). Activation ranges start from the calibration images (min / max, as
 the PTQ calibrator), follow the training batches with a moving average during a warm phase, then
 freeze. The fine-tuning is :class:`detopt.engine.Trainer` (its time budget, EMA, checkpoints)
