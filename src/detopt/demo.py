@@ -436,6 +436,7 @@ def study_postprocessing(
 
 # --------------------------------------------------------------------------- the speed half
 PRUNE_RATIO = 0.5  # share of the FLOPs the prune step removes
+PRUNE_ROUND_TO = 16  # kept widths a multiple of this (the AVX-512 block; benchmarks/README.md, pruning)
 
 
 def _rel(run: Path, p: str | Path) -> str:
@@ -453,13 +454,13 @@ def _cli_path(run: Path, p: str | Path) -> str:
 
 def prune_model(run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Structured pruning of the trained model (half its FLOPs, L1 importance, widths multiples of
-    8), fine-tuned for one epoch with the unpruned model as the teacher (``run/prune``)."""
+    16), fine-tuned for one epoch with the unpruned model as the teacher (``run/prune``)."""
     from detopt.compress import prune
 
     weights, data = run / "train" / "last.pt", run / "data" / "data.yaml"
     keys = {"weights": str(weights), "data": str(data), "out": str(run / "prune"), "ratio": PRUNE_RATIO,
-            "teacher": str(weights), "finetune_epochs": 1, "seed": cfg.seed, "workers": cfg.workers,
-            "device": cfg.device, "latency": False}
+            "round_to": PRUNE_ROUND_TO, "teacher": str(weights), "finetune_epochs": 1, "seed": cfg.seed,
+            "workers": cfg.workers, "device": cfg.device, "latency": False}
     if (run / "prune").exists():
         shutil.rmtree(run / "prune")  # a fresh run folder (the step is reused whole, never resumed)
     res = prune(keys, on_progress=lambda line: log(f"  {line}"))
@@ -777,7 +778,8 @@ def run_config(cfg: DemoConfig, log: Callable[[str], None] = print, argv: list[s
     )
     deploy = tune = None
     if cfg.speed:
-        pruned = step("prune", data_params | weights | {"quick": cfg.quick, "ratio": PRUNE_RATIO},
+        pruned = step("prune", data_params | weights | {"quick": cfg.quick, "ratio": PRUNE_RATIO,
+                                                         "round_to": PRUNE_ROUND_TO},
                       lambda: prune_model(run_dir, cfg, log))
         both = weights | {"pruned": _digest(run_dir / "prune" / "best.pt")}
         exported = step("export", data_params | both | {"quick": cfg.quick},
