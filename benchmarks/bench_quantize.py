@@ -79,6 +79,7 @@ def _op_profile(paths: dict[str, Path], image: np.ndarray, threads: int, rounds:
     optimizations: ``QLinearConv``, ``QuickGelu`` ...) per file at batch 1, the files run in
     alternating rounds. Returns ``{label: {op type: ms}}`` with ``"wall p50"`` added."""
     import json
+    import shutil
     import tempfile
     import time
 
@@ -114,6 +115,7 @@ def _op_profile(paths: dict[str, Path], image: np.ndarray, threads: int, rounds:
                 per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / calls
         out[label] = {"wall p50": float(np.median(wall[label]) * 1e3), "kernels": sum(per_op.values()),
                       **dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
