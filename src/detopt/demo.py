@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from detopt.config import DemoConfig, TrainConfig, build_config
+from detopt.config import DemoConfig, PruneConfig, TrainConfig, build_config
 
 STEPS = ("data", "analysis", "anchors", "train", "evaluate", "postprocess", "prune", "export", "deploy",
          "tune", "report")
@@ -436,7 +436,7 @@ def study_postprocessing(
 
 # --------------------------------------------------------------------------- the speed half
 PRUNE_RATIO = 0.5  # share of the FLOPs the prune step removes
-PRUNE_ROUND_TO = 16  # kept widths a multiple of this (the AVX-512 block; benchmarks/README.md, pruning)
+PRUNE_ROUND_TO: int = PruneConfig.model_fields["round_to"].default  # in the prune step's cache key
 
 
 def _rel(run: Path, p: str | Path) -> str:

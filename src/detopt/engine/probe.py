@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from detopt.assign import build_assigner
 from detopt.config import TrainConfig
+from detopt.engine.criterion import criterion_for
 from detopt.engine.optim import build_optimizer
-from detopt.models import DetectionCriterion, create_model
+from detopt.models import create_model
 from detopt.runtime import autocast
 
 BOXES_PER_IMAGE = 4
@@ -59,8 +59,7 @@ def seconds_per_image(model_name: str, num_classes: int, cfg: TrainConfig, devic
         model = create_model(model_name, num_classes, p2=cfg.p2, imgsz=cfg.imgsz).to(device).train()
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        criterion = DetectionCriterion(num_classes, model.strides, model.reg_max, cls_loss=cfg.cls_loss,
-                                       box_loss=cfg.box_loss, assigner=build_assigner(cfg.assigner))
+        criterion = criterion_for(cfg, num_classes, model)
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, cfg.weight_decay)
         images, targets = _batch(cfg, num_classes, gen)
         images = images.to(device)

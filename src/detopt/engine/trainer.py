@@ -17,7 +17,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from detopt.assign import build_assigner
 from detopt.config import TrainConfig, build_config, save_config, upgrade_keys
 from detopt.data.dataset import DetectionDataset, collate_detections, read_source, split_dataset
 from detopt.data.transforms.multiscale import random_train_size, resize_batch
@@ -25,6 +24,7 @@ from detopt.data.transforms.pipeline import Compose, default_pipeline
 from detopt.data.transforms.pipeline import build_pipeline as pipeline_from_config
 from detopt.engine.callbacks import run_hook
 from detopt.engine.checkpoint import atomic_save, load_checkpoint
+from detopt.engine.criterion import criterion_for
 from detopt.engine.distill import Distiller, load_float_model, load_teacher
 from detopt.engine.ema import ModelEMA
 from detopt.engine.optim import build_optimizer as make_optimizer
@@ -295,18 +295,7 @@ class Trainer:
 
     def build_criterion(self) -> DetectionCriterion:
         """The loss: ``cfg.assigner`` with ``cfg.cls_loss`` / ``cfg.box_loss`` and the gains."""
-        cfg = self.cfg
-        return DetectionCriterion(
-            len(self.names),
-            self.model.strides,
-            self.model.reg_max,
-            cls_loss=cfg.cls_loss,
-            box_loss=cfg.box_loss,
-            assigner=build_assigner(cfg.assigner),
-            box_gain=cfg.box_gain,
-            cls_gain=cfg.cls_gain,
-            dfl_gain=cfg.dfl_gain,
-        )
+        return criterion_for(self.cfg, len(self.names), self.model)
 
     def build_postprocessor(self) -> Postprocessor:
         """Decode + suppression used by validation (``cfg.nms``, ``conf``, ``iou``, ``max_det``)."""
