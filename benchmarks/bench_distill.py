@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from detopt.config import TrainConfig
 from detopt.data.dataset import dataset_from_source
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-distill")
     ap.add_argument("kd", nargs="*", help="kd.KEY=VALUE overrides of the KD weights")
     args = ap.parse_args()
-    kd = {k.removeprefix("kd."): float(v) for k, v in (x.split("=", 1) for x in args.kd)}
+    kd = {k.removeprefix("kd."): yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.kd)}
     print(f"student {args.student}, teacher {args.teacher}, {args.time} per run, {args.imgsz} px, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, kd {kd or 'defaults'}")
     gains = []

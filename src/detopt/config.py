@@ -65,6 +65,8 @@ class KDConfig(BaseModel):
     temperature: float = Field(1.0, gt=0, description="temperature of the class and box terms")
     feat_temperature: float = Field(1.0, gt=0, description="temperature of the feature term")
     stop_epochs: int = Field(0, ge=0, description="train the last N epochs without the teacher")
+    compile: bool = Field(False, description="run the teacher through torch.compile (inductor: "
+                          "~1.4-1.6x faster on a CPU after ~15 s of compiling; eager if it fails)")
 
 
 class TrainConfig(BaseModel):

@@ -4,7 +4,8 @@ teacher, forward hooks on both necks, the 1×1 adapters, and the weighted sum of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from torch import Tensor, nn
 from detopt.errors import DetoptInputError
 from detopt.losses.distill import channel_distill_loss, class_distill_loss, localization_distill_loss
 from detopt.models.heads import decode_outputs
+
+log = logging.getLogger(__name__)
 
 
 def load_float_model(path: str | Path, names: Sequence[str], key: str = "teacher") -> nn.Module:
@@ -70,13 +73,17 @@ class Distiller(nn.Module):
         cls_weight, ld_weight, feat_weight: weights of the three terms (0 switches a term off).
         temperature: of the logit terms; ``feat_temperature`` of the feature term.
         bf16: run the teacher under bf16 autocast.
+        compile_teacher: run the teacher through ``torch.compile`` (inductor) for the batch shape it first
+            sees (other shapes, e.g. a last short batch, run eager); if compiling fails (no C++
+            compiler, an unsupported op) one warning line and the eager teacher.
     Attributes:
         adapters: one 1×1 conv (or identity) per neck level, trained with the student.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, imgsz: int, cls_weight: float = 1.0,
                  ld_weight: float = 1.0, feat_weight: float = 1.0, temperature: float = 1.0,
-                 feat_temperature: float = 1.0, bf16: bool = False) -> None:
+                 feat_temperature: float = 1.0, bf16: bool = False,
+                 compile_teacher: bool = False) -> None:
         super().__init__()
         if teacher.reg_max != student.reg_max:
             raise DetoptInputError(f"teacher reg_max {teacher.reg_max} != student reg_max {student.reg_max}")
@@ -88,6 +95,8 @@ class Distiller(nn.Module):
             p.requires_grad_(False)
         self.weights = {"cls": cls_weight, "ld": ld_weight, "feat": feat_weight}
         self.temperature, self.feat_temperature, self.bf16 = temperature, feat_temperature, bf16
+        self.compile_teacher = compile_teacher
+        self._compiled: tuple[tuple[int, ...], Callable[[Tensor], Sequence[Tensor]]] | None = None
         self.student_tap = _NeckTap(student) if feat_weight > 0 else None
         self.teacher_tap = _NeckTap(teacher) if feat_weight > 0 else None
         adapters: list[nn.Module] = []
@@ -104,6 +113,30 @@ class Distiller(nn.Module):
                 adapters.append(nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1))
         self.adapters = nn.ModuleList(adapters)
 
+    def teacher_outputs(self, images: Tensor) -> list[Tensor]:
+        """The teacher's raw outputs (float32) for ``images: [B, 3, H, W]``, without gradients;
+        its neck outputs land in ``teacher_tap`` (feature term)."""
+        teacher = self.teacher[0]
+        forward: Callable[[Tensor], Sequence[Tensor]] = teacher
+        if self.compile_teacher:
+            shape = tuple(images.shape)
+            if self._compiled is None:
+                self._compiled = (shape, torch.compile(teacher, dynamic=False))
+            if self._compiled[0] == shape:
+                forward = self._compiled[1]
+        use_bf16 = self.bf16 and images.device.type == "cpu"
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            try:
+                out = forward(images)
+            except Exception as e:  # noqa: BLE001 - inductor's failures have no common type
+                if forward is teacher:
+                    raise
+                log.warning("kd.compile: compiling the teacher failed (%s: %s); it runs eager",
+                            type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                self.compile_teacher, self._compiled = False, None
+                out = teacher(images)
+        return [o.float() for o in out]
+
     def loss(self, images: Tensor, student_outputs: Sequence[Tensor], active: bool = True
              ) -> tuple[Tensor, dict[str, float]]:
         """``(weighted KD loss × batch, {kd_cls, kd_ld, kd_feat})``; zeros when not ``active``."""
@@ -112,19 +145,20 @@ class Distiller(nn.Module):
         if not active:
             return zero, dict.fromkeys(names, 0.0)
         teacher = self.teacher[0]
-        use_bf16 = self.bf16 and images.device.type == "cpu"
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            t_out = teacher(images)
-        t_out = [o.float() for o in t_out]
+        t_out = self.teacher_outputs(images)
         s_out = [o.float() for o in student_outputs]
         sd = decode_outputs(s_out, teacher.strides, teacher.reg_max)
         td = decode_outputs(t_out, teacher.strides, teacher.reg_max)
         b = images.shape[0]
         terms = {"kd_cls": zero, "kd_ld": zero, "kd_feat": zero}
+        w = torch.sigmoid(td.cls_logits).amax(-1)  # [B, A]: the teacher's confidence per location
         if self.weights["cls"] > 0:
-            terms["kd_cls"] = class_distill_loss(sd.cls_logits, td.cls_logits, self.temperature).mean()
+            # summed over locations and divided by the teacher's summed confidence (a soft count of
+            # the object locations), as the detection loss divides by the summed target scores: a
+            # mean over every location would weigh the few object locations ~1/100 of the class loss
+            kl = class_distill_loss(sd.cls_logits, td.cls_logits, self.temperature)
+            terms["kd_cls"] = kl.sum() / w.sum().clamp(min=1.0)
         if self.weights["ld"] > 0:
-            w = torch.sigmoid(td.cls_logits).amax(-1)  # [B, A]: the teacher's confidence per location
             ld = localization_distill_loss(sd.box_logits, td.box_logits, self.temperature)
             terms["kd_ld"] = (ld * w).sum() / w.sum().clamp(min=1e-6)
         if self.weights["feat"] > 0:

@@ -291,7 +291,8 @@ class Trainer:
         bf16 = cfg.amp and self.device.type == "cpu"  # as the student: autocast bf16 under amp
         return Distiller(teacher, self.model, cfg.imgsz, cls_weight=kd.cls, ld_weight=kd.ld,
                          feat_weight=kd.feat, temperature=kd.temperature,
-                         feat_temperature=kd.feat_temperature, bf16=bf16).to(self.device)
+                         feat_temperature=kd.feat_temperature, bf16=bf16,
+                         compile_teacher=kd.compile).to(self.device)
 
     def build_criterion(self) -> DetectionCriterion:
         """The loss: ``cfg.assigner`` with ``cfg.cls_loss`` / ``cfg.box_loss`` and the gains."""
