@@ -19,6 +19,7 @@ from detopt.engine.distill import Distiller
 from detopt.errors import DetoptInputError
 from detopt.losses.distill import channel_distill_loss, class_distill_loss, localization_distill_loss
 from detopt.models import create_model
+from detopt.models.heads import decode_outputs
 from tests.hyp import examples
 
 
@@ -67,6 +68,21 @@ def test_losses_equal_float64_references(seed, temp):
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
 
 
+def test_losses_along_other_dims_equal_the_last_dim_form():
+    """``dim`` / ``bins_dim``: a head's channel-first maps give the channel-last values."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    last = class_distill_loss(s.movedim(1, -1), t.movedim(1, -1), 2.0)
+    torch.testing.assert_close(class_distill_loss(s, t, 2.0, dim=1), last, rtol=1e-12, atol=1e-14)
+    sb = torch.randn(2, 4, 7, 3, 3, generator=g, dtype=torch.float64)
+    tb = torch.randn(2, 4, 7, 3, 3, generator=g, dtype=torch.float64)
+    last = localization_distill_loss(sb.permute(0, 3, 4, 1, 2), tb.permute(0, 3, 4, 1, 2), 1.5)
+    for dim in (2, -3):
+        got = localization_distill_loss(sb, tb, 1.5, bins_dim=dim)
+        torch.testing.assert_close(got, last, rtol=1e-12, atol=1e-14)
+
+
 def test_losses_are_zero_at_equality_and_pass_gradcheck():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 6, 5, generator=g, dtype=torch.float64) * 4
@@ -102,6 +118,60 @@ def test_distiller_is_zero_when_the_student_is_the_teacher_and_adapts_widths():
     assert all(v > 0 for v in items.values())
     loss.backward()
     assert all(p.grad is not None for a in d2.adapters for p in a.parameters())
+
+
+def test_distiller_reduces_terms_as_float64_references():
+    """kd_cls: KL summed over locations / the teacher's summed best score (at least 1); kd_ld:
+    the per-location LD weighted by that score (brute-force loops in float64)."""
+    torch.manual_seed(3)
+    teacher = create_model("yolo-p", num_classes=3).eval()
+    student = create_model("yolo-p", num_classes=3).eval()
+    d = Distiller(teacher, student, 64, feat_weight=0.0, temperature=2.0)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        s_out = [o + torch.randn_like(o) for o in student(x)]  # fresh heads start near-constant
+        _, items = d.loss(x, s_out)
+        sd = decode_outputs([o.double() for o in s_out], teacher.strides, teacher.reg_max)
+        td = decode_outputs([o.double() for o in teacher(x)], teacher.strides, teacher.reg_max)
+    sc, tc = sd.cls_logits.numpy(), td.cls_logits.numpy()  # [B, A, C]
+    sb, tb = sd.box_logits.numpy(), td.box_logits.numpy()  # [B, A, 4, R]
+    conf = np.array([[max(_sig(v) for v in tc[b, a]) for a in range(tc.shape[1])]
+                     for b in range(tc.shape[0])])
+    kl_cls = _ref_class(sc, tc, 2.0)  # [B, A]
+    assert items["kd_cls"] == pytest.approx(kl_cls.sum() / max(conf.sum(), 1.0), rel=1e-4)
+    ld = _ref_kl_rows(sb, tb, 2.0).mean(-1)  # [B, A]
+    assert min(items["kd_cls"], items["kd_ld"]) > 0.01
+    assert items["kd_ld"] == pytest.approx((ld * conf).sum() / conf.sum(), rel=1e-4)
+
+
+def test_compiled_teacher_matches_eager_and_falls_back(monkeypatch, caplog):
+    """kd.compile: the compiled teacher gives the eager outputs for its first batch shape; other
+    shapes run eager; a compiler that fails gives one warning line and the eager teacher."""
+    torch.manual_seed(0)
+    teacher, student = create_model("yolo-p", num_classes=3).eval(), create_model("yolo-p", num_classes=3)
+    x, x3 = torch.rand(2, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        ref, ref3 = teacher(x), teacher(x3)
+    d = Distiller(teacher, student, 64, feat_weight=0.0, compile_teacher=True)
+    got = d.teacher_outputs(x)
+    assert d._compiled is not None and d._compiled[0] == (2, 3, 64, 64)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(d.teacher_outputs(x3), ref3, strict=True))  # eager
+
+    def broken(model, **kwargs):
+        def fail(images):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    d = Distiller(teacher, student, 64, feat_weight=0.0, compile_teacher=True)
+    with caplog.at_level("WARNING", logger="detopt.engine.distill"):
+        got = d.teacher_outputs(x)
+    lines = [r.getMessage() for r in caplog.records if r.name == "detopt.engine.distill"]
+    assert len(lines) == 1 and "kd.compile" in lines[0] and "no C++ compiler" in lines[0], lines
+    assert "second line" not in lines[0] and not d.compile_teacher
+    assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
 
 
 @pytest.fixture(scope="module")

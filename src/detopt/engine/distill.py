@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from detopt.errors import DetoptInputError
 from detopt.losses.distill import channel_distill_loss, class_distill_loss, localization_distill_loss
-from detopt.models.heads import decode_outputs
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class Distiller(nn.Module):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             try:
                 out = forward(images)
-            except Exception as e:  # noqa: BLE001 - inductor's failures have no common type
+            except Exception as e:  # inductor's failures have no common type
                 if forward is teacher:
                     raise
                 log.warning("kd.compile: compiling the teacher failed (%s: %s); it runs eager",
@@ -144,23 +143,32 @@ class Distiller(nn.Module):
         zero = student_outputs[0].sum() * 0.0
         if not active:
             return zero, dict.fromkeys(names, 0.0)
-        teacher = self.teacher[0]
+        r = self.teacher[0].reg_max
         t_out = self.teacher_outputs(images)
-        s_out = [o.float() for o in student_outputs]
-        sd = decode_outputs(s_out, teacher.strides, teacher.reg_max)
-        td = decode_outputs(t_out, teacher.strides, teacher.reg_max)
         b = images.shape[0]
         terms = {"kd_cls": zero, "kd_ld": zero, "kd_feat": zero}
-        w = torch.sigmoid(td.cls_logits).amax(-1)  # [B, A]: the teacher's confidence per location
+        # per level on the head's [B, 4R + C, H, W] maps (no flattening copy, no box decode)
+        kl_cls, ld_w, w_sum = zero, zero, zero
+        for s, t in zip(student_outputs, t_out, strict=True):
+            if s.shape != t.shape:
+                raise DetoptInputError(f"head outputs: student {tuple(s.shape)} and teacher "
+                                       f"{tuple(t.shape)} differ (same strides, reg_max, classes needed)")
+            s = s.float()
+            w = torch.sigmoid(t[:, 4 * r:]).amax(1)  # [B, H, W]: the teacher's confidence per location
+            w_sum = w_sum + w.sum()
+            if self.weights["cls"] > 0:
+                kl = class_distill_loss(s[:, 4 * r:], t[:, 4 * r:], self.temperature, dim=1)
+                kl_cls = kl_cls + kl.sum()
+            if self.weights["ld"] > 0:
+                sb, tb = s[:, :4 * r].unflatten(1, (4, r)), t[:, :4 * r].unflatten(1, (4, r))
+                ld_w = ld_w + (localization_distill_loss(sb, tb, self.temperature, bins_dim=2) * w).sum()
         if self.weights["cls"] > 0:
             # summed over locations and divided by the teacher's summed confidence (a soft count of
             # the object locations), as the detection loss divides by the summed target scores: a
             # mean over every location would weigh the few object locations ~1/100 of the class loss
-            kl = class_distill_loss(sd.cls_logits, td.cls_logits, self.temperature)
-            terms["kd_cls"] = kl.sum() / w.sum().clamp(min=1.0)
+            terms["kd_cls"] = kl_cls / w_sum.clamp(min=1.0)
         if self.weights["ld"] > 0:
-            ld = localization_distill_loss(sd.box_logits, td.box_logits, self.temperature)
-            terms["kd_ld"] = (ld * w).sum() / w.sum().clamp(min=1e-6)
+            terms["kd_ld"] = ld_w / w_sum.clamp(min=1e-6)
         if self.weights["feat"] > 0:
             pairs = zip(self.adapters, self.student_tap.feats, self.teacher_tap.feats, strict=True)
             per_level = [channel_distill_loss(adapt(s.float()), t.float(), self.feat_temperature).mean()

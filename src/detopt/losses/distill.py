@@ -6,7 +6,9 @@ Three terms, each zero when the student's outputs equal the teacher's:
 - **classification** (:func:`class_distill_loss`): per location, the binary KL divergence of the
   student's class probabilities from the teacher's (sigmoid heads: every class is a Bernoulli),
   with temperature ``T`` (logits divided by ``T``, the loss multiplied by ``T²``), summed over
-  classes, averaged over locations;
+  classes; the trainer sums it over locations and divides by the teacher's summed best class
+  score (as the detection loss divides by its summed target scores; a plain mean over every
+  location, nearly all background, weighed it ~1/100 of the class loss and taught nothing);
 - **localization** (:func:`localization_distill_loss`, LD, Zheng et al. 2022): the KL divergence
   of the student's box-side distributions (DFL bins) from the teacher's, with temperature,
   averaged over the four sides and over locations weighted by the teacher's best class score (so
@@ -42,13 +44,15 @@ def _check_pair(student: Tensor, teacher: Tensor, what: str) -> None:
                                "differ (same strides, reg_max, classes and input size needed)")
 
 
-def class_distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+def class_distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0,
+                       dim: int = -1) -> Tensor:
     """Per location ``Σ_c KL(Bern(σ(t_c/T)) ‖ Bern(σ(s_c/T))) · T²``.
 
     Args:
-        student_logits, teacher_logits: ``[..., C]`` class logits.
+        student_logits, teacher_logits: ``[..., C]`` class logits (the classes along ``dim``:
+            ``dim=1`` for a head's ``[B, C, H, W]`` maps).
     Returns:
-        ``[...]`` (one value per location).
+        ``[...]`` (one value per location: ``dim`` summed away).
     """
     _check_pair(student_logits, teacher_logits, "class logits")
     t = _f(teacher_logits.detach()) / temperature
@@ -57,23 +61,25 @@ def class_distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperatu
     # KL = BCE(s, p) - H(p): both with logits, stable for large |logits|
     kl = (F.binary_cross_entropy_with_logits(s, p, reduction="none")
           - F.binary_cross_entropy_with_logits(t, p, reduction="none"))
-    return kl.sum(-1) * temperature**2
+    return kl.sum(dim) * temperature**2
 
 
 def localization_distill_loss(student_box_logits: Tensor, teacher_box_logits: Tensor,
-                              temperature: float = 1.0) -> Tensor:
+                              temperature: float = 1.0, bins_dim: int = -1) -> Tensor:
     """Per location the mean over the four sides of ``KL(softmax(t/T) ‖ softmax(s/T)) · T²``.
 
     Args:
-        student_box_logits, teacher_box_logits: ``[..., 4, R]`` distance-distribution logits.
+        student_box_logits, teacher_box_logits: ``[..., 4, R]`` distance-distribution logits (the
+            ``R`` bins along ``bins_dim``, the four sides along the dimension before it:
+            ``bins_dim=2`` for a head's ``[B, 4, R, H, W]``).
     Returns:
-        ``[...]`` (one value per location).
+        ``[...]`` (one value per location: sides and bins reduced away).
     """
     _check_pair(student_box_logits, teacher_box_logits, "box logits")
-    t = F.log_softmax(_f(teacher_box_logits.detach()) / temperature, -1)
-    s = F.log_softmax(_f(student_box_logits) / temperature, -1)
-    kl = (t.exp() * (t - s)).sum(-1)
-    return kl.mean(-1) * temperature**2
+    t = F.log_softmax(_f(teacher_box_logits.detach()) / temperature, bins_dim)
+    s = F.log_softmax(_f(student_box_logits) / temperature, bins_dim)
+    kl = (t.exp() * (t - s)).sum(bins_dim)
+    return kl.mean(bins_dim - 1 if bins_dim >= 0 else bins_dim) * temperature**2
 
 
 def channel_distill_loss(student_feat: Tensor, teacher_feat: Tensor, temperature: float = 1.0) -> Tensor:
