@@ -8,9 +8,12 @@ beats the student alone by >= 0.010 mAP50-95, mean of 2 seeds. The teacher's for
 time inside the budget, so the distilled student takes fewer steps: the comparison is per budget.
 
     detopt data synth runs/shapes
-    detopt train --data runs/shapes/data.yaml --model yolo-n --imgsz 320 --time 10m nbs=16 \\
-        --out runs/yolo-n-10m
-    python benchmarks/bench_distill.py --teacher runs/yolo-n-10m/best.pt --data runs/shapes/data.yaml
+    detopt train --data runs/shapes/data.yaml --model yolo-n --imgsz 320 --time 20m --out runs/teacher
+    python benchmarks/bench_distill.py --teacher runs/teacher/last.pt --data runs/shapes/data.yaml \\
+        --time 8m kd.feat=0 kd.compile=true
+
+Trailing ``kd.KEY=VALUE`` arguments set the KD keys (YAML scalars). The figures, and how much the
+teacher's own accuracy decides, are in benchmarks/README.md.
 """
 
 from __future__ import annotations
