@@ -142,6 +142,10 @@ def test_distiller_reduces_terms_as_float64_references():
     ld = _ref_kl_rows(sb, tb, 2.0).mean(-1)  # [B, A]
     assert min(items["kd_cls"], items["kd_ld"]) > 0.01
     assert items["kd_ld"] == pytest.approx((ld * conf).sum() / conf.sum(), rel=1e-4)
+    other = create_model("yolo-p", num_classes=4).eval()  # one class more: the maps differ
+    why = r"head outputs: student \(2, 68, 8, 8\) and teacher \(2, 67"
+    with torch.no_grad(), pytest.raises(DetoptInputError, match=why):
+        Distiller(teacher, other, 64, feat_weight=0.0, cls_weight=0.0).loss(x, other(x))
 
 
 def test_compiled_teacher_matches_eager_and_falls_back(monkeypatch, caplog):
